@@ -1,0 +1,205 @@
+"""The event store on PostgreSQL (asyncpg).
+
+Appends are one statement: a guard on the stream head, the insert of the events
+and of their outbox rows. Optimistic concurrency rests on the unique
+(stream_id, version) index, so concurrent writers to different streams never
+wait for each other (no table lock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from eventkit.envelope import Envelope, source_of
+from eventkit.store import (
+    Clock,
+    ConcurrencyError,
+    NewEvent,
+    RecordedEvent,
+    stamp,
+    utc_now,
+)
+
+_APPEND = """
+WITH head AS (
+    SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = $1
+), inserted AS (
+    INSERT INTO events (event_id, stream_id, version, type, topic, source, data,
+                        actor_id, traceparent, extensions, recorded_at)
+    SELECT e.event_id, $1, head.version + e.n, e.type, e.topic, e.source, e.data::jsonb,
+           $8, $9, e.extensions::jsonb, $10
+    FROM head, unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $11::text[])
+         WITH ORDINALITY AS e(event_id, type, topic, source, data, extensions, n)
+    WHERE $2::integer IS NULL OR head.version = $2::integer
+    RETURNING position, version
+), queued AS (
+    INSERT INTO outbox (position) SELECT position FROM inserted
+)
+SELECT position, version FROM inserted ORDER BY version
+"""
+
+_COLUMNS = (
+    "position, event_id, stream_id, version, type, topic, source, data::text AS data, "
+    "actor_id, traceparent, extensions::text AS extensions, recorded_at"
+)
+
+# How often an append "wherever the stream is" retries after losing a race.
+_ANY_VERSION_ATTEMPTS = 20
+
+
+def recorded_from_row(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        topic=row["topic"],
+        envelope=Envelope(
+            id=row["event_id"],
+            type=row["type"],
+            subject=row["stream_id"],
+            time=row["recorded_at"],
+            actor_id=row["actor_id"],
+            sequence=row["version"],
+            data_json=row["data"],
+            source=row["source"],
+            traceparent=row["traceparent"],
+            extensions=json.loads(row["extensions"]),
+        ),
+    )
+
+
+class PostgresTransaction:
+    """A unit of work on one connection inside an open transaction."""
+
+    def __init__(self, connection: asyncpg.Connection, clock: Clock) -> None:
+        self.connection = connection
+        self._clock = clock
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        if expected_version is not None:
+            return await self._append_once(stream_id, expected_version, events, actor_id, traceparent)
+        for _ in range(_ANY_VERSION_ATTEMPTS):
+            try:
+                # A savepoint, so losing the race for a version does not abort the caller.
+                async with self.connection.transaction():
+                    return await self._append_once(stream_id, None, events, actor_id, traceparent)
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError(stream_id, None)
+
+    async def _append_once(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        actor_id: str,
+        traceparent: str | None,
+    ) -> list[RecordedEvent]:
+        at = self._clock()
+        args: list[Any] = [
+            stream_id,
+            expected_version,
+            [e.event_id for e in events],
+            [str(e.type) for e in events],
+            [e.topic for e in events],
+            [source_of(e.type.service) for e in events],
+            [e.data_json for e in events],
+            actor_id,
+            traceparent,
+            at,
+            [json.dumps(e.extensions) for e in events],
+        ]
+        try:
+            rows = await self.connection.fetch(_APPEND, *args)
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name == "events_stream_version_unique":
+                raise ConcurrencyError(stream_id, expected_version) from error
+            raise
+        if not rows:
+            raise ConcurrencyError(stream_id, expected_version)
+        envelopes = stamp(
+            stream_id, rows[0]["version"], events,
+            actor_id=actor_id, traceparent=traceparent, at=at,
+        )
+        return [
+            RecordedEvent(position=row["position"], topic=event.topic, envelope=envelope)
+            for row, event, envelope in zip(rows, events, envelopes, strict=True)
+        ]
+
+    async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
+        rows = await self.connection.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version",
+            stream_id,
+            after_version,
+        )
+        return [recorded_from_row(row) for row in rows]
+
+    async def record_processed(self, consumer: str, event_id: UUID) -> bool:
+        status = await self.connection.execute(
+            "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            consumer,
+            event_id,
+        )
+        return bool(status == "INSERT 0 1")
+
+
+class PostgresEventStore:
+    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self._clock = clock
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield PostgresTransaction(connection, self._clock)
+
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        async with self.transaction() as tx:
+            return await tx.append(
+                stream_id, expected_version, events, actor_id=actor_id, traceparent=traceparent
+            )
+
+    async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
+        async with self.pool.acquire() as connection:
+            return await PostgresTransaction(connection, self._clock).read_stream(
+                stream_id, after_version=after_version
+            )
+
+    async def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after_position,
+            limit,
+        )
+        return [recorded_from_row(row) for row in rows]
+
+    async def is_processed(self, consumer: str, event_id: UUID) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2",
+            consumer,
+            event_id,
+        )
+        return found is not None

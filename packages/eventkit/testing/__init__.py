@@ -1,0 +1,1 @@
+"""In-memory fakes and contract suites shared by the adapters' tests."""
