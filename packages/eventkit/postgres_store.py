@@ -177,8 +177,9 @@ class PostgresEventStore:
         actor_id: str,
         traceparent: str | None = None,
     ) -> list[RecordedEvent]:
-        async with self.transaction() as tx:
-            return await tx.append(
+        # The append is a single statement, atomic on its own: no BEGIN/COMMIT round trips.
+        async with self.pool.acquire() as connection:
+            return await PostgresTransaction(connection, self._clock).append(
                 stream_id, expected_version, events, actor_id=actor_id, traceparent=traceparent
             )
 

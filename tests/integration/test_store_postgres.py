@@ -1,0 +1,126 @@
+"""The store contract against PostgreSQL and a real Kafka broker, plus what only PostgreSQL can show."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from eventkit.envelope import Envelope
+from eventkit.migrations import apply_migrations
+from eventkit.outbox import PostgresOutbox
+from eventkit.postgres_store import PostgresEventStore
+from eventkit.publisher import KafkaPublisher
+from eventkit.relay import OutboxRelay
+from eventkit.testing.store_contract import EventStoreContract, Published, numbers, stream, thing
+
+
+class PostgresStoreAndOutbox(PostgresEventStore, PostgresOutbox):
+    """One object playing both roles, as the in-memory fake does, for the shared suite."""
+
+    def __init__(self, pool: asyncpg.Pool, database_url: str) -> None:
+        PostgresEventStore.__init__(self, pool)
+        PostgresOutbox.__init__(self, database_url)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    await apply_migrations(database_url)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool, database_url: str) -> PostgresStoreAndOutbox:
+    return PostgresStoreAndOutbox(pool, database_url)
+
+
+@pytest.fixture
+async def topic(kafka_topics) -> str:  # type: ignore[no-untyped-def]
+    return str(await kafka_topics("things", partitions=3))
+
+
+@pytest.fixture
+async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
+    publisher = KafkaPublisher(kafka_bootstrap)
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Envelope]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(found) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    found.extend(Envelope.from_kafka(m.key, m.value, m.headers) for m in messages)
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.fixture
+def published(kafka_bootstrap: str) -> Published:
+    async def read(topic: str, count: int) -> list[Envelope]:
+        return await read_topic(kafka_bootstrap, topic, count)
+
+    return read
+
+
+class TestPostgresEventStore(EventStoreContract):
+    pass
+
+
+async def test_given_an_earlier_transaction_that_commits_late_then_the_relay_still_publishes_it(
+    store: PostgresStoreAndOutbox, publisher: KafkaPublisher, published: Published, topic: str
+) -> None:
+    early, late = stream(), stream()
+    relay = OutboxRelay(store, publisher)
+    async with store.transaction() as slow:
+        # The slow transaction takes the lower position first, then stalls.
+        [held] = await slow.append(early, 0, [thing(1, topic)], actor_id="a")
+        [quick] = await store.append(late, 0, [thing(2, topic)], actor_id="a")
+        assert quick.position > held.position
+        async with store.leadership():
+            assert await relay.publish_once() == 1  # only the committed one is visible
+        # A reader tailing max(position) would now stand past the event still to commit.
+        async with store.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT max(position) FROM events") == quick.position
+    async with store.leadership():
+        assert await relay.publish_once() == 1
+        assert await store.pending(10) == []
+    envelopes = await published(topic, 2)
+    assert sorted(numbers(envelopes)) == [1, 2]
+
+
+async def test_only_one_relay_publishes_at_a_time(store: PostgresStoreAndOutbox, database_url: str) -> None:
+    second = PostgresOutbox(database_url, standby_interval=0.05)
+    order: list[str] = []
+
+    async def take(outbox: PostgresOutbox, name: str, hold: float) -> None:
+        async with outbox.leadership():
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(take(store, "first", 0.5))
+    await asyncio.sleep(0.2)
+    await take(second, "second", 0)
+    await first
+    assert order == ["first in", "first out", "second in", "second out"]
