@@ -1,8 +1,7 @@
 """A real Apache Kafka broker from its Maven Central jars, or one that already runs.
 
 One KRaft node that is both broker and controller, on loopback, as described
-in KAFKA.md. The jar set is resolved once by Maven into a cache directory and
-reused; the broker version is pinned in `kafka-pom.xml` beside this file.
+in KAFKA.md; the jars come from `kafka_jars`.
 """
 
 from __future__ import annotations
@@ -10,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fcntl
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,9 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from guestlist.stack import processes
+from guestlist.stack.kafka_jars import ensure_broker_libs
 from guestlist.stack.ports import LOOPBACK, port_open
 
-POM = Path(__file__).with_name("kafka-pom.xml")
 _TOPIC_ALREADY_EXISTS = 36
 _LOG4J2 = """\
 status = warn
@@ -54,55 +50,6 @@ _LOG4J2_TOOLS = _LOG4J2.replace("rootLogger.level = INFO", "rootLogger.level = W
 
 class KafkaStartError(RuntimeError):
     """The broker could not be fetched, formatted or reached in time."""
-
-
-def kafka_version() -> str:
-    """The broker version pinned in the pom (the one place it is written)."""
-    root = ET.parse(POM).getroot()  # noqa: S314 - our own file
-    version = root.findtext("{http://maven.apache.org/POM/4.0.0}properties/"
-                            "{http://maven.apache.org/POM/4.0.0}kafka.version")  # fmt: skip
-    if not version:
-        raise KafkaStartError(f"{POM} pins no kafka.version")
-    return version.strip()
-
-
-def default_cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "guestlist" / f"kafka-{kafka_version()}"
-
-
-async def ensure_broker_libs(cache_dir: Path | None = None) -> Path:
-    """The directory holding the broker's jars; Maven fills it on first use.
-
-    A marker with the pom's digest is written only after a complete copy, so an
-    interrupted download or a changed pom is fetched again. A file lock keeps
-    concurrent stacks (tests and `guestlist up`) from fetching twice.
-    """
-    cache_dir = cache_dir or default_cache_dir()
-    libs, marker = cache_dir / "libs", cache_dir / "libs.complete"
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with (cache_dir / ".lock").open("w") as lock:
-        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text().strip() == digest and libs.is_dir():
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaStartError("Maven (mvn) is needed once to fetch the Kafka broker jars")
-        staging = cache_dir / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copy(POM, cache_dir / "pom.xml")
-        argv = [mvn, "-q", "-B", "-f", str(cache_dir / "pom.xml"),
-                "dependency:copy-dependencies", "-DincludeScope=runtime",
-                f"-DoutputDirectory={staging}"]  # fmt: skip
-        try:
-            await processes.run(argv, cwd=cache_dir, limit=900)
-        except RuntimeError as exc:
-            raise KafkaStartError(f"fetching the Kafka jars failed: {exc}") from exc
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
-        marker.write_text(digest + "\n")
-        return libs
 
 
 def _java() -> str:
