@@ -12,12 +12,15 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 from guestlist.stack.harness import ServerHarness, ServerStartError
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker, create_topics
+from guestlist.stack.ports import free_port
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
+from guestlist.stack.smtp_sink import SmtpSink
 
 _NEEDS_POSTGRES = {"pg_server", "database_url"}
 _NEEDS_KAFKA = {"kafka_server", "kafka_bootstrap", "kafka_topics"}
@@ -85,3 +88,12 @@ def kafka_topics(kafka_bootstrap: str) -> TopicFactory:
         return topic
 
     return create
+
+
+@pytest.fixture
+async def smtp_sink(tmp_path: Path) -> AsyncIterator[SmtpSink]:
+    """A real SMTP server on a free port; `.messages()` lists what arrived as .eml files."""
+    sink = SmtpSink(tmp_path / "mail", free_port())
+    await sink.start()
+    yield sink
+    await sink.stop()
