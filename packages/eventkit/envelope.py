@@ -22,6 +22,7 @@ SYSTEM_ACTOR = "system"
 
 # guestlist.<service>.<EventName>.v<N>
 _TYPE_PATTERN = re.compile(r"^guestlist\.([a-z][a-z0-9_]*)\.([A-Z][A-Za-z0-9]*)\.v([1-9][0-9]*)$")
+_SEQUENCE_PATTERN = re.compile(r"^[0-9]+$")
 # CloudEvents extension names: lower-case letters and digits only.
 _EXTENSION_PATTERN = re.compile(r"^[a-z0-9]{1,20}$")
 # Attributes with a meaning of their own; anything else ce_* is an extension.
@@ -48,7 +49,7 @@ class EventType:
 
     @classmethod
     def parse(cls, value: str) -> Self:
-        match = _TYPE_PATTERN.match(value)
+        match = _TYPE_PATTERN.fullmatch(value)
         if match is None:
             raise EnvelopeError(f"ce_type {value!r} is not guestlist.<service>.<Name>.v<N>")
         return cls(service=match[1], name=match[2], version=int(match[3]))
@@ -102,10 +103,17 @@ class Envelope:
 
     def __post_init__(self) -> None:
         event_type = EventType.parse(self.type)
+        # CloudEvents forbids an empty subject; the key and the actor must say something.
+        if not self.subject:
+            raise EnvelopeError("ce_subject must not be empty")
+        if not self.actor_id:
+            raise EnvelopeError("ce_actorid must not be empty")
+        if self.sequence < 0:
+            raise EnvelopeError("ce_sequence must not be negative")
         if not self.source:
             object.__setattr__(self, "source", source_of(event_type.service))
         for name in self.extensions:
-            if not _EXTENSION_PATTERN.match(name) or f"ce_{name}" in _CORE_HEADERS:
+            if not _EXTENSION_PATTERN.fullmatch(name) or f"ce_{name}" in _CORE_HEADERS:
                 raise EnvelopeError(f"extension name {name!r} is not allowed")
 
     @property
@@ -154,8 +162,12 @@ class Envelope:
         """Parse a binary-mode message; raise EnvelopeError naming what is wrong."""
         found: dict[str, str] = {}
         for name, raw in headers:
+            lowered = name.lower()
+            # Two values for one attribute would make the event mean two things.
+            if lowered in found and (lowered.startswith("ce_") or lowered == "content-type"):
+                raise EnvelopeError(f"header {lowered} is sent twice")
             try:
-                found[name.lower()] = raw.decode()
+                found[lowered] = raw.decode()
             except UnicodeDecodeError as error:
                 raise EnvelopeError(f"header {name} is not UTF-8") from error
         if found.get("ce_specversion") != SPEC_VERSION:
@@ -163,6 +175,13 @@ class Envelope:
         missing = [h for h in sorted(_CORE_HEADERS) if h not in found]
         if missing:
             raise EnvelopeError(f"missing headers: {', '.join(missing)}")
+        # Absent is tolerated (the data is JSON by contract); anything else is not ours.
+        media_type = found.get("content-type", CONTENT_TYPE).split(";")[0].strip().lower()
+        if media_type != CONTENT_TYPE:
+            raise EnvelopeError(f"content-type must be {CONTENT_TYPE}")
+        # int() would also take "-1", " 1" or "1_000".
+        if not _SEQUENCE_PATTERN.fullmatch(found["ce_sequence"]):
+            raise EnvelopeError("ce_sequence must be a decimal number")
         if value is None:
             raise EnvelopeError("message has no value")
         try:

@@ -1,0 +1,106 @@
+"""Access events: who read personal data or the audit log, on ``<service>.access``.
+
+Every service that reveals personal data writes these to a topic of its own,
+under its own type name (``ce_type`` carries the service, as ``ce_source``
+does): ``guestlist.identity.PersonalDataViewed.v1`` and
+``guestlist.projections.PersonalDataViewed.v1`` are two types with one shape.
+So each shape is an abstract base here, and each emitting service gets a
+concrete subclass declaring its identity; a reader that does not care who
+emitted it tests ``isinstance(event, PersonalDataViewed)``. A service that
+starts revealing personal data adds one subclass and its topic to DESIGN.md.
+
+The audit log is only revealed by the audit service, so the AuditLog* events
+exist once, from audit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field
+
+from eventkit.registry import EventData
+from schemas.values import Digest, Endpoint, Identifier
+
+IDENTITY_ACCESS_TOPIC = "identity.access"
+PROJECTIONS_ACCESS_TOPIC = "projections.access"
+AUDIT_ACCESS_TOPIC = "audit.access"
+
+Actor = Annotated[
+    UUID | None,
+    Field(description="The user who read; null for an operator at the command line."),
+]
+
+
+class PersonalDataViewed(EventData):
+    """Someone's personal data was shown through an API: one event per person shown."""
+
+    actor_id: Actor
+    subject_id: UUID = Field(description="The person whose data was shown.")
+    fields: tuple[Identifier, ...] = Field(min_length=1, description="e.g. email, name.")
+    endpoint: Endpoint
+    purpose: Identifier = Field(description="Why the route shows it, e.g. user_directory.")
+
+
+class IdentityPersonalDataViewed(
+    PersonalDataViewed,
+    service="identity",
+    name="PersonalDataViewed",
+    version=1,
+    topic=IDENTITY_ACCESS_TOPIC,
+):
+    """Identity showed someone's profile, e-mail or login history."""
+
+
+class ProjectionsPersonalDataViewed(
+    PersonalDataViewed,
+    service="projections",
+    name="PersonalDataViewed",
+    version=1,
+    topic=PROJECTIONS_ACCESS_TOPIC,
+):
+    """A dashboard read model showed someone's personal data."""
+
+
+class AuditLogQueried(
+    EventData, service="audit", name="AuditLogQueried", version=1, topic=AUDIT_ACCESS_TOPIC
+):
+    """Someone searched the audit log; the entries shown may hold personal data."""
+
+    actor_id: Actor
+    endpoint: Endpoint
+    filters: dict[Identifier, str] = Field(default_factory=dict)
+    result_count: int = Field(ge=0)
+
+
+class AuditLogExported(
+    EventData, service="audit", name="AuditLogExported", version=1, topic=AUDIT_ACCESS_TOPIC
+):
+    """A part of the audit log left the system as a file."""
+
+    actor_id: Actor
+    export_id: UUID
+    filters: dict[Identifier, str] = Field(default_factory=dict)
+    entry_count: int = Field(ge=0)
+    export_sha256: Digest = Field(description="SHA-256 of the exported file, to prove it later.")
+
+
+class AuditReplayStarted(
+    EventData, service="audit", name="AuditReplayStarted", version=1, topic=AUDIT_ACCESS_TOPIC
+):
+    """The log is being re-delivered, e.g. to rebuild a read model."""
+
+    actor_id: Actor
+    replay_id: UUID
+    target: Identifier = Field(description="What receives the replay, e.g. a projection name.")
+    from_sequence: int = Field(default=0, ge=0, description="First log entry replayed.")
+
+
+ACCESS_EVENTS: tuple[type[EventData], ...] = (
+    IdentityPersonalDataViewed,
+    ProjectionsPersonalDataViewed,
+    AuditLogQueried,
+    AuditLogExported,
+    AuditReplayStarted,
+)

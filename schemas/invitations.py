@@ -1,0 +1,121 @@
+"""Events of the invitations service, on ``invitations.invitation``.
+
+The invitation code itself never leaves the service: events carry only its
+keyed hash, enough to tell whether a presented code is the right one.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from eventkit.registry import EventData
+from schemas.roles import RoleAssignment
+from schemas.values import Digest, Email, Greeting, Locale, Reason, Timestamp
+
+INVITATION_TOPIC = "invitations.invitation"
+
+
+class InvitationCreated(
+    EventData,
+    service="invitations",
+    name="InvitationCreated",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """An organizer invited someone; the invitation is pending from ``valid_from``."""
+
+    invitation_id: UUID
+    invitee_email: Email
+    inviter_id: UUID = Field(description="The user who created the invitation.")
+    roles: tuple[RoleAssignment, ...] = Field(
+        default=(), description="Granted on acceptance, on top of the default community role."
+    )
+    locale: Locale = Field(description="Language of the invitation e-mail.")
+    greeting: Greeting | None = None
+    valid_from: Timestamp
+    valid_until: Timestamp
+    code_hash: Digest = Field(description="Keyed hash of the invitation code, never the code.")
+
+    @model_validator(mode="after")
+    def _validity_is_a_period(self) -> Self:
+        if self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        return self
+
+
+class InvitationResent(
+    EventData,
+    service="invitations",
+    name="InvitationResent",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """Someone asked for the invitation e-mail to go out again."""
+
+    invitation_id: UUID
+    resent_by: UUID
+
+
+class InvitationReminderDue(
+    EventData,
+    service="invitations",
+    name="InvitationReminderDue",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """A pending invitation should be brought back to the invitee's attention."""
+
+    invitation_id: UUID
+    reminder_number: int = Field(ge=1)
+    valid_until: Timestamp
+
+
+class InvitationRevoked(
+    EventData,
+    service="invitations",
+    name="InvitationRevoked",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """Canceled by hand; the code no longer works (the guide's "Delete Invitation")."""
+
+    invitation_id: UUID
+    revoked_by: UUID
+    reason: Reason | None = None
+
+
+class InvitationAccepted(
+    EventData,
+    service="invitations",
+    name="InvitationAccepted",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """The invitee registered with the invitation; ``user_id`` is the new account."""
+
+    invitation_id: UUID
+    user_id: UUID
+
+
+class InvitationExpired(
+    EventData,
+    service="invitations",
+    name="InvitationExpired",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    invitation_id: UUID
+    valid_until: Timestamp
+
+
+INVITATION_EVENTS: tuple[type[EventData], ...] = (
+    InvitationCreated,
+    InvitationResent,
+    InvitationReminderDue,
+    InvitationRevoked,
+    InvitationAccepted,
+    InvitationExpired,
+)
