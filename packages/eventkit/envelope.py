@@ -69,10 +69,48 @@ def source_of(service: str) -> str:
 
 
 def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, the form ``ce_time`` takes."""
+    """RFC 3339 in UTC with microseconds and a ``Z``, the form ``ce_time`` takes.
+
+    PostgreSQL's ``to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')``
+    gives the same text, which lets the outbox relay skip building envelopes.
+    """
     if moment.tzinfo is None:
         raise ValueError("event times must be timezone-aware")
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_SPEC_VERSION_BYTES = SPEC_VERSION.encode()
+_CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
+
+
+def binary_headers(
+    *,
+    id: str,
+    source: str,
+    type: str,
+    subject: str,
+    time: str,
+    actor_id: str,
+    sequence: str,
+    traceparent: str | None,
+    extensions: Mapping[str, str],
+) -> list[tuple[str, bytes]]:
+    """The Kafka headers of one event, from attribute values already in text form."""
+    headers = [
+        ("ce_specversion", _SPEC_VERSION_BYTES),
+        ("ce_id", id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", type.encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", time.encode()),
+        ("content-type", _CONTENT_TYPE_BYTES),
+        ("ce_actorid", actor_id.encode()),
+        ("ce_sequence", sequence.encode()),
+    ]
+    if traceparent:
+        headers.append(("traceparent", traceparent.encode()))
+    headers.extend((f"ce_{name}", value.encode()) for name, value in extensions.items())
+    return headers
 
 
 def parse_time(value: str) -> datetime:
@@ -136,21 +174,11 @@ class Envelope:
         )
 
     def headers(self) -> list[tuple[str, bytes]]:
-        headers = [
-            ("ce_specversion", SPEC_VERSION.encode()),
-            ("ce_id", str(self.id).encode()),
-            ("ce_source", self.source.encode()),
-            ("ce_type", self.type.encode()),
-            ("ce_subject", self.subject.encode()),
-            ("ce_time", format_time(self.time).encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-            ("ce_actorid", self.actor_id.encode()),
-            ("ce_sequence", str(self.sequence).encode()),
-        ]
-        if self.traceparent:
-            headers.append(("traceparent", self.traceparent.encode()))
-        headers.extend((f"ce_{name}", value.encode()) for name, value in self.extensions.items())
-        return headers
+        return binary_headers(
+            id=str(self.id), source=self.source, type=self.type, subject=self.subject,
+            time=format_time(self.time), actor_id=self.actor_id, sequence=str(self.sequence),
+            traceparent=self.traceparent, extensions=self.extensions,
+        )
 
     def to_kafka(self, topic: str) -> KafkaRecord:
         return KafkaRecord(topic, self.subject.encode(), self.data_json.encode(), self.headers())

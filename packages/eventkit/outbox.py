@@ -14,16 +14,29 @@ relay that lost its connection (and with it the lock) cannot publish.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
 
-from eventkit.postgres_store import _COLUMNS, recorded_from_row
-from eventkit.store import RecordedEvent
+from eventkit.envelope import KafkaRecord, binary_headers
+from eventkit.store import OutgoingEvent
 
 log = structlog.get_logger(__name__)
+
+# Every attribute comes out as text ready for its header: the relay's hot path
+# builds no envelope objects (format_time in eventkit.envelope matches ce_time).
+_PENDING = """
+SELECT position, topic, stream_id, data::text, event_id::text, source, type,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       actor_id, version::text, traceparent, extensions::text
+FROM outbox JOIN events USING (position)
+WHERE position > $2
+ORDER BY position
+LIMIT $1
+"""
 
 RELAY_LOCK_NAME = "eventkit.outbox.relay"
 
@@ -66,13 +79,25 @@ class PostgresOutbox:
             raise NotLeader("outbox read outside leadership()")
         return self._connection
 
-    async def pending(self, limit: int) -> list[RecordedEvent]:
-        rows = await self._leader_connection().fetch(
-            f"SELECT {_COLUMNS} FROM outbox JOIN events USING (position) "
-            "ORDER BY position LIMIT $1",
-            limit,
-        )
-        return [recorded_from_row(row) for row in rows]
+    async def pending(self, limit: int, *, after: int = 0) -> list[OutgoingEvent]:
+        rows = await self._leader_connection().fetch(_PENDING, limit, after)
+        return [
+            OutgoingEvent(
+                position,
+                KafkaRecord(
+                    topic,
+                    subject.encode(),
+                    data.encode(),
+                    binary_headers(
+                        id=event_id, source=source, type=type_, subject=subject, time=time,
+                        actor_id=actor_id, sequence=sequence, traceparent=traceparent,
+                        extensions=json.loads(extensions) if extensions != "{}" else {},
+                    ),
+                ),
+            )
+            for (position, topic, subject, data, event_id, source, type_, time, actor_id,
+                 sequence, traceparent, extensions) in rows
+        ]  # fmt: skip
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         await self._leader_connection().execute(

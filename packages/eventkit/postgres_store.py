@@ -67,7 +67,7 @@ def recorded_from_row(row: asyncpg.Record) -> RecordedEvent:
             data_json=row["data"],
             source=row["source"],
             traceparent=row["traceparent"],
-            extensions=json.loads(row["extensions"]),
+            extensions=json.loads(row["extensions"]) if row["extensions"] != "{}" else {},
         ),
     )
 

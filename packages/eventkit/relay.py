@@ -13,7 +13,7 @@ import contextlib
 import structlog
 
 from eventkit.publisher import Publisher
-from eventkit.store import Outbox
+from eventkit.store import Outbox, OutgoingEvent
 
 log = structlog.get_logger(__name__)
 
@@ -35,15 +35,47 @@ class OutboxRelay:
         self._retry_interval = retry_interval
         self.published = 0
 
+    async def _send(self, batch: list[OutgoingEvent]) -> None:
+        await self._publisher.publish([event.record for event in batch])
+
     async def publish_once(self) -> int:
         """Publish one batch of pending events; return how many went out."""
         batch = await self._outbox.pending(self._batch_size)
         if not batch:
             return 0
-        await self._publisher.publish([event.envelope.to_kafka(event.topic) for event in batch])
+        await self._send(batch)
         await self._outbox.mark_published([event.position for event in batch])
         self.published += len(batch)
         return len(batch)
+
+    async def publish_pending(self) -> int:
+        """Publish until the outbox is empty; return how many went out.
+
+        While Kafka acknowledges one batch, the database deletes the previous
+        batch and reads the next. A batch is sent only after the one before it
+        was acknowledged, so a failure can never let a later event of a stream
+        overtake an earlier one.
+        """
+        total = 0
+        acknowledged: list[int] = []
+        batch = await self._outbox.pending(self._batch_size)
+        while batch:
+            sending = asyncio.ensure_future(self._send(batch))
+            try:
+                if acknowledged:
+                    await self._outbox.mark_published(acknowledged)
+                following = await self._outbox.pending(
+                    self._batch_size, after=batch[-1].position
+                )
+            finally:
+                await sending
+            acknowledged = [event.position for event in batch]
+            total += len(batch)
+            self.published += len(batch)
+            batch = following
+        if acknowledged:
+            await self._outbox.mark_published(acknowledged)
+        return total
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish until ``stopping`` is set; on errors, wait and take leadership again."""
@@ -51,13 +83,13 @@ class OutboxRelay:
             try:
                 async with self._outbox.leadership():
                     while not stopping.is_set():
-                        if await self.publish_once() < self._batch_size:
+                        if not await self.publish_pending():
                             await _sleep_unless(stopping, self._idle_interval)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Broker or database away: nothing was marked published, so the
-                # batch goes out again once they are back.
+                # Broker or database away: nothing unacknowledged was marked
+                # published, so those events go out again once they are back.
                 log.exception("outbox relay failed; retrying")
                 await _sleep_unless(stopping, self._retry_interval)
 

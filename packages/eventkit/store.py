@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID, uuid4
 
-from eventkit.envelope import Envelope, EventType, encode_data, source_of
+from eventkit.envelope import Envelope, EventType, KafkaRecord, encode_data, source_of
 
 
 class ConcurrencyError(Exception):
@@ -61,6 +61,18 @@ class RecordedEvent:
     @property
     def version(self) -> int:
         return self.envelope.sequence
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    """An outbox entry: where it stands and the Kafka record to send."""
+
+    position: int
+    record: KafkaRecord
+
+    @property
+    def envelope(self) -> Envelope:
+        return Envelope.from_record(self.record)
 
 
 def utc_now() -> datetime:
@@ -153,8 +165,13 @@ class Outbox(Protocol):
         """Held while this relay is the only one publishing for the service."""
         ...
 
-    async def pending(self, limit: int) -> list[RecordedEvent]:
-        """Committed, unpublished events in append order."""
+    async def pending(self, limit: int, *, after: int = 0) -> list[OutgoingEvent]:
+        """Committed, unpublished events in append order, from past position ``after``.
+
+        ``after`` only lets a relay read ahead while a batch is in flight; every
+        pass of the relay starts again from 0, so a row that committed late
+        below ``after`` is published by the next pass, never skipped.
+        """
         ...
 
     async def mark_published(self, positions: Sequence[int]) -> None:

@@ -10,18 +10,26 @@ order.
 from __future__ import annotations
 
 import asyncio
+import re
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from eventkit.envelope import KafkaRecord
+from eventkit.kafka_client import (
+    OutgoingMessage,
+    Partition,
+    PartitionListener,
+    ReceivedMessage,
+)
 from eventkit.store import (
     Clock,
     ConcurrencyError,
     NewEvent,
+    OutgoingEvent,
     RecordedEvent,
     stamp,
     utc_now,
@@ -142,9 +150,13 @@ class InMemoryEventStore:
         async with self._leader:
             yield
 
-    async def pending(self, limit: int) -> list[RecordedEvent]:
+    async def pending(self, limit: int, *, after: int = 0) -> list[OutgoingEvent]:
         by_position = {e.position: e for e in self._state.events}
-        return [by_position[p] for p in sorted(self._state.outbox)[:limit]]
+        return [
+            OutgoingEvent(p, by_position[p].envelope.to_kafka(by_position[p].topic))
+            for p in sorted(self._state.outbox)
+            if p > after
+        ][:limit]
 
     async def mark_published(self, positions: Sequence[int]) -> None:
         done = set(positions)
@@ -152,7 +164,14 @@ class InMemoryEventStore:
 
 
 class InMemoryBus:
-    """Topics of partitions; a record's partition is chosen by its key, as Kafka does."""
+    """Topics of partitions; a record's partition is chosen by its key, as Kafka does.
+
+    It is also a broker for consumer groups: ``consumer(group, ...)`` gives a
+    member that reads from the group's committed offsets, so stopping one and
+    asking for another is a restart that redelivers everything uncommitted.
+    One member per group; ``rebalance`` revokes and reassigns its partitions.
+    As a ``MessageSink`` it stores a missing key as ``b""`` (partition 0).
+    """
 
     def __init__(self, partitions: int = 3) -> None:
         self.partitions = partitions
@@ -160,6 +179,8 @@ class InMemoryBus:
             lambda: [[] for _ in range(self.partitions)]
         )
         self.changed = asyncio.Condition()
+        self.committed: dict[str, dict[Partition, int]] = defaultdict(dict)
+        self._members: dict[str, InMemoryConsumer] = {}
 
     def partition_of(self, key: bytes) -> int:
         return zlib.crc32(key) % self.partitions
@@ -173,3 +194,133 @@ class InMemoryBus:
     def records(self, topic: str) -> list[KafkaRecord]:
         """Every record of a topic, partition by partition."""
         return [r for partition in self.topics[topic] for r in partition]
+
+    def received(self, topic: str) -> list[ReceivedMessage]:
+        """Every message of a topic with its offset, partition by partition."""
+        return [
+            _received(Partition(topic, number), offset, record)
+            for number, partition in enumerate(self.topics[topic])
+            for offset, record in enumerate(partition)
+        ]
+
+    # MessageSink
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def ensure_topic(self, topic: str) -> None:
+        self.topics[topic]  # noqa: B018 - the defaultdict creates it
+
+    async def send(self, message: OutgoingMessage) -> None:
+        key = message.key or b""
+        partition = self.partition_of(key) if message.partition is None else message.partition
+        record = KafkaRecord(message.topic, key, message.value or b"", list(message.headers))
+        self.topics[message.topic][partition].append(record)
+        async with self.changed:
+            self.changed.notify_all()
+
+    # Consumer groups
+    def consumer(
+        self, group: str, *, topics: Sequence[str] = (), pattern: str | None = None
+    ) -> InMemoryConsumer:
+        return InMemoryConsumer(self, group, topics=topics, pattern=pattern)
+
+    async def rebalance(self, group: str) -> None:
+        """What Kafka does when a member joins or leaves: revoke all, reassign, refetch."""
+        member = self._members.get(group)
+        if member is not None:
+            await member.reassign()
+
+
+def _received(where: Partition, offset: int, record: KafkaRecord) -> ReceivedMessage:
+    return ReceivedMessage(
+        where.topic, where.partition, offset, record.key, record.value, tuple(record.headers)
+    )
+
+
+class InMemoryConsumer:
+    """A ConsumerClient over an InMemoryBus; positions start at the group's committed offsets."""
+
+    def __init__(
+        self, bus: InMemoryBus, group: str, *, topics: Sequence[str], pattern: str | None
+    ) -> None:
+        if bool(topics) == (pattern is not None):
+            raise ValueError("subscribe to a list of topics or to a pattern, not both or neither")
+        self._bus = bus
+        self._group = group
+        self._topics = list(topics)
+        self._pattern = re.compile(pattern) if pattern is not None else None
+        self._listener: PartitionListener | None = None
+        self._positions: dict[Partition, int] = {}
+
+    def _subscribed(self) -> set[Partition]:
+        if self._pattern is None:
+            names = self._topics
+        else:
+            # re.match, not fullmatch: aiokafka anchors a pattern at the start only.
+            names = [t for t in list(self._bus.topics) if self._pattern.match(t)]
+        return {Partition(t, n) for t in names for n in range(len(self._bus.topics[t]))}
+
+    async def _follow_subscription(self) -> None:
+        new = self._subscribed() - set(self._positions)
+        committed = self._bus.committed[self._group]
+        for partition in new:
+            self._positions[partition] = committed.get(partition, 0)
+        if new and self._listener is not None:
+            await self._listener.partitions_assigned(new)
+
+    async def reassign(self) -> None:
+        if self._listener is not None:
+            await self._listener.partitions_revoked(set(self._positions))
+        self._positions.clear()
+        await self._follow_subscription()
+
+    async def start(self, listener: PartitionListener) -> None:
+        self._listener = listener
+        self._bus._members[self._group] = self
+        await self._follow_subscription()
+
+    async def stop(self) -> None:
+        if self._bus._members.get(self._group) is self:
+            del self._bus._members[self._group]
+        self._positions.clear()
+
+    def _backlog(self) -> list[tuple[Partition, int]]:
+        return [
+            (p, offset) for p, offset in sorted(self._positions.items())
+            if offset < len(self._bus.topics[p.topic][p.partition])
+        ]
+
+    async def poll(self, *, timeout: float, max_records: int) -> list[ReceivedMessage]:
+        await self._follow_subscription()
+        async with self._bus.changed:
+            try:
+                await asyncio.wait_for(self._bus.changed.wait_for(self._backlog), timeout)
+            except TimeoutError:
+                return []
+        messages: list[ReceivedMessage] = []
+        for partition, offset in self._backlog():
+            records = self._bus.topics[partition.topic][partition.partition]
+            taken = records[offset : offset + max_records - len(messages)]
+            messages.extend(_received(partition, offset + i, r) for i, r in enumerate(taken))
+            self._positions[partition] = offset + len(taken)
+        return messages
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None:
+        for partition, offset in offsets.items():
+            if partition not in self._positions:
+                raise ValueError(f"{partition} is not assigned to this member")
+            self._bus.committed[self._group][partition] = offset
+
+    def assignment(self) -> set[Partition]:
+        return set(self._positions)
+
+    def highwater(self, partition: Partition) -> int | None:
+        if partition not in self._positions:
+            return None
+        return len(self._bus.topics[partition.topic][partition.partition])
+
+    async def position(self, partition: Partition) -> int | None:
+        return self._positions.get(partition)

@@ -20,7 +20,7 @@ import pytest
 from eventkit.envelope import Envelope, EventType
 from eventkit.publisher import Publisher
 from eventkit.relay import OutboxRelay
-from eventkit.store import ConcurrencyError, NewEvent, RecordedEvent
+from eventkit.store import ConcurrencyError, NewEvent, OutgoingEvent, RecordedEvent
 
 Published = Callable[[str, int], Awaitable[list[Envelope]]]
 
@@ -36,13 +36,13 @@ def stream() -> str:
     return f"thing-{uuid4().hex[:12]}"
 
 
-async def everything_pending(store: Any) -> list[RecordedEvent]:
+async def everything_pending(store: Any) -> list[Envelope]:
     async with store.leadership():
-        return list(await store.pending(10_000))
+        return [e.envelope for e in await store.pending(10_000)]
 
 
-def numbers(events: Sequence[RecordedEvent | Envelope]) -> list[int]:
-    envelopes = [e.envelope if isinstance(e, RecordedEvent) else e for e in events]
+def numbers(events: Sequence[RecordedEvent | OutgoingEvent | Envelope]) -> list[int]:
+    envelopes = [e if isinstance(e, Envelope) else e.envelope for e in events]
     return [int(e.data["n"]) for e in envelopes]
 
 
@@ -120,7 +120,7 @@ class EventStoreContract:
                 assert await tx.record_processed("contract-consumer", processed_id)
                 raise RuntimeError("handler failed after writing")
         assert await store.read_stream(stream_id) == []
-        assert all(e.stream_id != stream_id for e in await everything_pending(store))
+        assert all(e.subject != stream_id for e in await everything_pending(store))
         assert not await store.is_processed("contract-consumer", processed_id)
 
     async def test_record_processed_is_true_once_per_consumer(self, store: Any) -> None:
@@ -139,10 +139,10 @@ class EventStoreContract:
         await store.append(stream_id, 0, [thing(1), thing(2)], actor_id="a")
         await store.append(stream_id, 2, [thing(3)], actor_id="a")
         async with store.leadership():
-            mine = [e for e in await store.pending(10_000) if e.stream_id == stream_id]
+            mine = [e for e in await store.pending(10_000) if e.envelope.subject == stream_id]
             assert numbers(mine) == [1, 2, 3]
             await store.mark_published([e.position for e in mine[:2]])
-            left = [e for e in await store.pending(10_000) if e.stream_id == stream_id]
+            left = [e for e in await store.pending(10_000) if e.envelope.subject == stream_id]
         assert numbers(left) == [3]
 
     async def test_relay_publishes_every_event_in_stream_order_with_its_envelope(
@@ -168,3 +168,15 @@ class EventStoreContract:
             assert numbers(mine) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
         assert envelopes[0].actor_id == "bob"
         assert envelopes[0].traceparent == "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+    async def test_outbox_records_are_the_envelopes_the_store_recorded(self, store: Any) -> None:
+        stream_id = stream()
+        recorded = await store.append(
+            stream_id, 0, [thing(1), thing(2)], actor_id="carol",
+            traceparent="00-" + "c" * 32 + "-" + "d" * 16 + "-01",
+        )
+        stored = await store.read_stream(stream_id)
+        async with store.leadership():
+            outgoing = [e for e in await store.pending(10_000) if e.envelope.subject == stream_id]
+        assert [e.record for e in outgoing] == [e.envelope.to_kafka(e.topic) for e in stored]
+        assert [e.position for e in outgoing] == [e.position for e in recorded]

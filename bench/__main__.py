@@ -1,0 +1,67 @@
+"""``python -m bench``: start (or reuse) one PostgreSQL and one Kafka, run every benchmark, print JSON.
+
+``DATABASE_URL`` (an admin URL) and ``KAFKA_BOOTSTRAP`` point at existing
+servers; otherwise both are started under ``var/bench`` on their own ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from bench import append, consume, relay
+from guestlist.stack.kafka import ExternalKafka, KafkaBroker
+from guestlist.stack.postgres import ExternalPostgres, PostgresServer
+
+BENCH_DIR = Path("var/bench")
+
+
+async def main(events: int, only: set[str]) -> dict[str, Any]:
+    pg: PostgresServer | ExternalPostgres
+    kafka: KafkaBroker | ExternalKafka
+    if url := os.environ.get("DATABASE_URL"):
+        pg = ExternalPostgres(url)
+    else:
+        pg = PostgresServer(BENCH_DIR / "postgres", port=55432)
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
+        kafka = ExternalKafka(bootstrap)
+    else:
+        kafka = KafkaBroker(BENCH_DIR / "kafka", port=59092, controller_port=59093)
+    print("starting PostgreSQL and Kafka…", file=sys.stderr)
+    await asyncio.gather(pg.start(), kafka.start())
+    results: dict[str, Any] = {}
+    try:
+        if "append" in only:
+            print("append: eventkit vs eventsourcing…", file=sys.stderr)
+            dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+            results["append"] = await append.run(dsn, events=events)
+        if "relay" in only or "consume" in only:
+            print("relay: outbox -> Kafka vs bare aiokafka producer…", file=sys.stderr)
+            dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+            results["relay"] = await relay.run(dsn, kafka.bootstrap, events=events * 5)
+        if "consume" in only:
+            print("consume: apply with inbox vs bare aiokafka consumer…", file=sys.stderr)
+            dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+            results["consume"] = await consume.run(
+                dsn, kafka.bootstrap, topic=results["relay"]["topic"], events=events * 5
+            )
+    finally:
+        await asyncio.gather(kafka.stop(), pg.stop())
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=4000, help="events per append run")
+    parser.add_argument(
+        "--only", default="append,relay,consume", help="comma-separated: append,relay,consume"
+    )
+    args = parser.parse_args()
+    report = asyncio.run(main(args.events, set(args.only.split(","))))
+    print(json.dumps(report, indent=2))
