@@ -1,1 +1,1 @@
-"""Benchmarks: each Guestlist figure beside its peer, measured in the same run on the same servers."""
+"""Benchmarks: each Guestlist figure beside its peer, measured in one run on the same servers."""

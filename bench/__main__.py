@@ -1,4 +1,4 @@
-"""``python -m bench``: start (or reuse) one PostgreSQL and one Kafka, run every benchmark, print JSON.
+"""``python -m bench``: start (or reuse) PostgreSQL and Kafka, run the benchmarks, print JSON.
 
 ``DATABASE_URL`` (an admin URL) and ``KAFKA_BOOTSTRAP`` point at existing
 servers; otherwise both are started under ``var/bench`` on their own ports.

@@ -91,7 +91,9 @@ class PostgresTransaction:
         if not events:
             return []
         if expected_version is not None:
-            return await self._append_once(stream_id, expected_version, events, actor_id, traceparent)
+            return await self._append_once(
+                stream_id, expected_version, events, actor_id, traceparent
+            )
         for _ in range(_ANY_VERSION_ATTEMPTS):
             try:
                 # A savepoint, so losing the race for a version does not abort the caller.

@@ -1,4 +1,4 @@
-"""The store contract against PostgreSQL and a real Kafka broker, plus what only PostgreSQL can show."""
+"""The store contract on PostgreSQL and a real Kafka broker, and what only PostgreSQL shows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from eventkit.envelope import Envelope
 from eventkit.migrations import apply_migrations
@@ -15,6 +14,7 @@ from eventkit.outbox import PostgresOutbox
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.publisher import KafkaPublisher
 from eventkit.relay import OutboxRelay
+from eventkit.testing.kafka import read_topic
 from eventkit.testing.store_contract import EventStoreContract, Published, numbers, stream, thing
 
 
@@ -54,25 +54,6 @@ async def publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
         yield publisher
     finally:
         await publisher.stop()
-
-
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Envelope]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    found: list[Envelope] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(found) < count:
-                batches = await consumer.getmany(timeout_ms=500)
-                for messages in batches.values():
-                    found.extend(Envelope.from_kafka(m.key, m.value, m.headers) for m in messages)
-    except TimeoutError:
-        pass
-    finally:
-        await consumer.stop()
-    return found
 
 
 @pytest.fixture
@@ -115,7 +96,9 @@ async def test_given_an_earlier_transaction_that_commits_late_then_the_relay_sti
     assert sorted(numbers(envelopes)) == [1, 2]
 
 
-async def test_only_one_relay_publishes_at_a_time(store: PostgresStoreAndOutbox, database_url: str) -> None:
+async def test_only_one_relay_publishes_at_a_time(
+    store: PostgresStoreAndOutbox, database_url: str
+) -> None:
     second = PostgresOutbox(database_url, standby_interval=0.05)
     order: list[str] = []
 
