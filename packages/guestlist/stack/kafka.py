@@ -208,6 +208,7 @@ class ExternalKafka:
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
+        self.port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
         self.pid: int | None = None
 
     async def start(self, ready_within: float = 15.0) -> None:

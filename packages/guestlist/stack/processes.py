@@ -127,6 +127,17 @@ def pid_alive(pid: int) -> bool:
     return not _is_zombie(pid)
 
 
+def runs(pid: int, command_marker: str) -> bool:
+    """Whether `pid` is alive and its command line contains `command_marker`."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return command_marker in cmdline
+
+
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
