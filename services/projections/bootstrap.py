@@ -1,0 +1,27 @@
+"""The projections service's composition root: everything it runs on, built from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from eventkit.database import ServiceDatabase
+from eventkit.http.app import create_service_app
+from eventkit.http.readiness import KafkaCheck
+from services.projections.api import build_router
+from services.projections.settings import ProjectionsSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def build_app(settings: ProjectionsSettings) -> FastAPI:
+    database = ServiceDatabase(
+        settings.database_url, application_name="guestlist-projections", migrations=[MIGRATIONS]
+    )
+    return create_service_app(
+        settings,
+        routers=[build_router()],
+        readiness_checks=[database.readiness_check(), KafkaCheck(settings.kafka_bootstrap)],
+        lifespan=database.lifespan,
+    )
