@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from eventkit.settings import Port, ServiceSettings
 
 
 class InvitationsSettings(ServiceSettings):
-    service_name: str = "invitations"
+    # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
+    service_name: Literal["invitations"] = "invitations"
     http_port: Port = 8002

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from eventkit.settings import Port, ServiceSettings
 
 
 class NotificationsSettings(ServiceSettings):
-    service_name: str = "notifications"
+    # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
+    service_name: Literal["notifications"] = "notifications"
     http_port: Port = 8003
