@@ -257,12 +257,12 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
 async def test_the_cache_expires(jwks_server: JwksServer, http_client: httpx.AsyncClient) -> None:
     key = SigningKey("k1")
     jwks_server.keys = [key.jwk()]
-    verifier = verifier_for(jwks_server, http_client, cache_seconds=0.2, refetch_interval=0.0)
+    verifier = verifier_for(jwks_server, http_client, cache_seconds=1.0, refetch_interval=0.0)
 
     await verifier.verify(key.mint())
     await verifier.verify(key.mint())
     assert jwks_server.hits == 1
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.1)
     await verifier.verify(key.mint())
     assert jwks_server.hits == 2
 

@@ -199,17 +199,25 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return problem_response(body)
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status outside the registry, e.g. 499
+        return "Error"
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    phrase = _phrase(exc.status_code)
     known = _BY_STATUS.get(exc.status_code)
     if known is not None:
         type_uri, title = known.uri, known.title
     else:
         # RFC 9457's "no further semantics" type for statuses we have no word for.
-        type_uri, title = "about:blank", HTTPStatus(exc.status_code).phrase
+        type_uri, title = "about:blank", phrase
     # Starlette's default detail only repeats the status phrase.
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
-    if detail == HTTPStatus(exc.status_code).phrase:
+    if detail == phrase:
         detail = None
     body = problem_body(request, type_uri=type_uri, title=title, status=exc.status_code,
                         detail=detail)
