@@ -11,11 +11,8 @@ import asyncio
 import contextlib
 import importlib.util
 import os
-import pwd
 import re
-import shutil
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -24,19 +21,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from guestlist.stack import processes
+from guestlist.stack import postgres_account, processes
 from guestlist.stack.ports import LOOPBACK, port_open
+from guestlist.stack.postgres_account import PostgresStartError
 
-OS_USER = "guestlist"
 SUPERUSER = "guestlist"
 # Databases are created from names we choose; keep them plain identifiers.
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # sun_path holds 108 bytes including the terminator.
 _MAX_SOCKET_PATH = 107
-
-
-class PostgresStartError(RuntimeError):
-    """The server could not be prepared or did not accept connections in time."""
 
 
 def find_postgres_bin() -> Path:
@@ -106,11 +99,12 @@ class PostgresServer:
         if await port_open(self.port):
             raise PostgresStartError(f"port {self.port} is already in use on {LOOPBACK}")
         bin_dir = self.bin_dir or find_postgres_bin()
-        user = _server_user()
+        user = postgres_account.server_user()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if user:
-            _hand_over(self.base_dir, user, bin_dir)
+            postgres_account.give_data_dir(self.base_dir, user)
+            bin_dir = await asyncio.to_thread(postgres_account.reachable_binaries, bin_dir, user)
         if not (self.data_dir / "PG_VERSION").exists():
             await self._initdb(bin_dir, user)
         argv = [
@@ -266,48 +260,3 @@ async def _data_directory(dsn: str) -> str:
 
 def _socket_fits(socket_dir: Path, port: int) -> bool:
     return len(f"{socket_dir}/.s.PGSQL.{port}".encode()) <= _MAX_SOCKET_PATH
-
-
-def _server_user() -> str | None:
-    """The OS user to run PostgreSQL as: None (ourselves) unless we are root."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(OS_USER)
-    except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        created = subprocess.run(  # noqa: S603 - fixed arguments
-            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OS_USER],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        try:
-            pwd.getpwnam(OS_USER)  # another process may have created it meanwhile
-        except KeyError:
-            raise PostgresStartError(
-                f"cannot create OS user {OS_USER} for PostgreSQL: {created.stderr.strip()}"
-            ) from None
-    return OS_USER
-
-
-def _hand_over(base_dir: Path, user: str, bin_dir: Path) -> None:
-    """Give `base_dir` to `user` and check it can reach the data and the binaries."""
-    account = pwd.getpwnam(user)
-    for path in (base_dir, *base_dir.rglob("*")):
-        os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
-    for target in (base_dir, bin_dir / "postgres"):
-        for ancestor in reversed(target.parents):
-            info = ancestor.stat()
-            if info.st_uid == account.pw_uid:
-                allowed = info.st_mode & stat.S_IXUSR
-            elif info.st_gid == account.pw_gid:
-                allowed = info.st_mode & stat.S_IXGRP
-            else:
-                allowed = info.st_mode & stat.S_IXOTH
-            if not allowed:
-                raise PostgresStartError(
-                    f"PostgreSQL runs as OS user {user} (it refuses root) but {user} cannot "
-                    f"enter {ancestor}; use a data or binary directory outside it, "
-                    f"or `chmod o+x {ancestor}`"
-                )
