@@ -6,9 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from eventkit.database import ServiceDatabase
 from eventkit.http.app import create_service_app
-from eventkit.http.readiness import KafkaCheck
+from eventkit.runtime import ServiceRuntime
 from services.invitations.api import build_router
 from services.invitations.settings import InvitationsSettings
 
@@ -16,12 +15,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def build_app(settings: InvitationsSettings) -> FastAPI:
-    database = ServiceDatabase(
-        settings.database_url, application_name="guestlist-invitations", migrations=[MIGRATIONS]
-    )
+    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS])
     return create_service_app(
         settings,
         routers=[build_router()],
-        readiness_checks=[database.readiness_check(), KafkaCheck(settings.kafka_bootstrap)],
-        lifespan=database.lifespan,
+        readiness_checks=runtime.readiness_checks(),
+        lifespan=runtime.lifespan,
+        registry=runtime.registry,
     )

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from eventkit.database import ServiceDatabase
 from eventkit.http.app import create_service_app
-from eventkit.http.readiness import KafkaCheck
+from eventkit.runtime import ServiceRuntime
 from services.projections.api import build_router
 from services.projections.settings import ProjectionsSettings
 
@@ -16,12 +15,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def build_app(settings: ProjectionsSettings) -> FastAPI:
-    database = ServiceDatabase(
-        settings.database_url, application_name="guestlist-projections", migrations=[MIGRATIONS]
-    )
+    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS])
     return create_service_app(
         settings,
         routers=[build_router()],
-        readiness_checks=[database.readiness_check(), KafkaCheck(settings.kafka_bootstrap)],
-        lifespan=database.lifespan,
+        readiness_checks=runtime.readiness_checks(),
+        lifespan=runtime.lifespan,
+        registry=runtime.registry,
     )

@@ -75,7 +75,7 @@ async def test_the_service_starts_and_reports_itself(
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert ready.status_code == 200, ready.text
     checks = {check["name"]: check["ok"] for check in ready.json()["checks"]}
-    assert checks == {"database": True, "kafka": True}
+    assert checks == {"database": True, "kafka": True, "outbox": True}
 
     assert openapi.status_code == 200
     document = openapi.json()
