@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+
 from guestlist.stack.harness import ServerHarness, ServerStartError
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker, create_topics
 from guestlist.stack.ports import free_port
