@@ -25,6 +25,7 @@ from eventkit.store import (
     stamp,
     utc_now,
 )
+from eventkit.telemetry import current_traceparent
 
 _APPEND = """
 WITH head AS (
@@ -90,6 +91,8 @@ class PostgresTransaction:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        # An event remembers the request that caused it, so one trace spans services.
+        traceparent = traceparent if traceparent is not None else current_traceparent()
         if expected_version is not None:
             return await self._append_once(
                 stream_id, expected_version, events, actor_id, traceparent

@@ -34,6 +34,7 @@ from eventkit.store import (
     stamp,
     utc_now,
 )
+from eventkit.telemetry import current_traceparent
 
 
 @dataclass
@@ -65,6 +66,8 @@ class InMemoryTransaction:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        # An event remembers the request that caused it, so one trace spans services.
+        traceparent = traceparent if traceparent is not None else current_traceparent()
         head = max((e.version for e in self._visible() if e.stream_id == stream_id), default=0)
         if expected_version is not None and head != expected_version:
             raise ConcurrencyError(stream_id, expected_version)
@@ -211,7 +214,7 @@ class InMemoryBus:
         return None
 
     async def ensure_topic(self, topic: str) -> None:
-        self.topics[topic]  # noqa: B018 - the defaultdict creates it
+        self.topics[topic]
 
     async def send(self, message: OutgoingMessage) -> None:
         key = message.key or b""
