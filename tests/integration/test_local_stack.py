@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ def var_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="guestlist-stack-"))
     path.chmod(0o711)
     yield path / "var"
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_up_detached_then_status_then_down(
