@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import SecretStr
 
 from eventkit.http.readiness import DatabaseCheck
 from eventkit.migrations import apply_migrations
+
+# What code running inside a transaction is handed: a plain connection or a pooled one.
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 class ServiceDatabase:

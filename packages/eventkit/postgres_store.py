@@ -16,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 
+from eventkit.database import Connection
 from eventkit.envelope import Envelope, source_of
 from eventkit.store import (
     Clock,
@@ -76,7 +77,7 @@ def recorded_from_row(row: asyncpg.Record) -> RecordedEvent:
 class PostgresTransaction:
     """A unit of work on one connection inside an open transaction."""
 
-    def __init__(self, connection: asyncpg.Connection, clock: Clock) -> None:
+    def __init__(self, connection: Connection, clock: Clock) -> None:
         self.connection = connection
         self._clock = clock
 
@@ -164,7 +165,7 @@ class PostgresTransaction:
 
 
 class PostgresEventStore:
-    def __init__(self, pool: asyncpg.Pool, *, clock: Clock = utc_now) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], *, clock: Clock = utc_now) -> None:
         self.pool = pool
         self._clock = clock
 

@@ -28,14 +28,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 
+from eventkit.database import Connection
 from eventkit.http.problems import (
     IDEMPOTENCY_KEY_IN_USE,
     IDEMPOTENCY_KEY_REUSED,
@@ -50,8 +50,6 @@ MAX_KEY_LENGTH = 255
 # single-bigint locks such as the relay's leadership lock. ("IDMP" in ASCII.)
 _LOCK_CLASS = 0x49444D50
 
-# A plain connection or one borrowed from a pool (what ``pool.acquire()`` yields).
-Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 @dataclass(frozen=True, slots=True)
