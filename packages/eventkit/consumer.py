@@ -11,24 +11,33 @@ For every message, in this order:
 
 A crash anywhere before 3 means redelivery, and step 2 makes redelivery
 harmless. Handler failures are retried with exponential backoff, then the
-original message goes to ``<group>.dlq`` and the partition moves on.
-Partitions are processed concurrently, each one strictly in order.
+original message goes to ``<group>.dlq`` and the partition moves on (steps 1
+and 2, retries and the DLQ live in ``eventkit.inbox``). Partitions are
+processed concurrently, each one strictly in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
-from eventkit.dlq import dead_letter, dead_letter_topic
-from eventkit.envelope import Envelope, EnvelopeError
+from eventkit.dlq import dead_letter_topic
+from eventkit.inbox import (
+    Abandoned,
+    Handled,
+    HandledHook,
+    Handler,
+    Inbox,
+    Outcome,
+    PermanentError,
+    RetryPolicy,
+)
 from eventkit.kafka_client import (
     ConsumerClient,
     KafkaConsumerClient,
@@ -37,33 +46,20 @@ from eventkit.kafka_client import (
     Partition,
     ReceivedMessage,
 )
-from eventkit.store import Clock, EventStore, Transaction, utc_now
+from eventkit.store import Clock, EventStore, utc_now
+
+__all__ = [
+    "ConsumerRunner",
+    "ConsumerSettings",
+    "Handled",
+    "HandledHook",
+    "Handler",
+    "Outcome",
+    "PermanentError",
+    "kafka_consumer",
+]
 
 log = structlog.get_logger(__name__)
-
-Handler = Callable[[Envelope, Transaction], Awaitable[None]]
-
-
-class PermanentError(Exception):
-    """Raised by a handler for an event no retry can fix: it goes to the DLQ at once."""
-
-
-class Outcome(StrEnum):
-    APPLIED = "applied"
-    SKIPPED = "skipped"
-    DEAD_LETTERED = "dead_lettered"
-
-
-@dataclass(frozen=True, slots=True)
-class Handled:
-    """What became of one message, after the store committed and before its offset is."""
-
-    message: ReceivedMessage
-    envelope: Envelope | None
-    outcome: Outcome
-
-
-HandledHook = Callable[[Handled], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +73,9 @@ class ConsumerSettings:
     max_poll_records: int = 500
     lag_refresh_interval: float = 1.0
 
-    def retry_delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.retry_max_delay, self.retry_base_delay * 2 ** (attempt - 1)))
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_attempts, self.retry_base_delay, self.retry_max_delay)
 
 
 @dataclass(eq=False)
@@ -87,10 +83,6 @@ class _Epoch:
     """One assignment: set when its partitions are revoked, so work on them stops."""
 
     revoked: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _Abandoned(Exception):
-    """The message in hand was given up (stop or revocation); it will be redelivered."""
 
 
 class ConsumerRunner:
@@ -111,13 +103,13 @@ class ConsumerRunner:
     ) -> None:
         self.group = group
         self._client = client
-        self._store = store
-        self._handler = handler
         self._dead_letters = dead_letters
         self._settings = settings or ConsumerSettings()
         self._metrics = metrics or ConsumerMetrics(CollectorRegistry())
-        self._on_handled = on_handled
-        self._clock = clock
+        self._inbox = Inbox(
+            group=group, store=store, handler=handler, dead_letters=dead_letters,
+            retry=self._settings.retry, metrics=self._metrics, clock=clock, on_handled=on_handled,
+        )
         self._epoch = _Epoch()
         self._busy: dict[Partition, asyncio.Lock] = {}
         self._next: dict[Partition, int] = {}  # next offset to process, for lag
@@ -127,11 +119,22 @@ class ConsumerRunner:
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
         self._running = False
-        self.processed = self.skipped = self.dead_lettered = 0
 
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def processed(self) -> int:
+        return self._inbox.processed
+
+    @property
+    def skipped(self) -> int:
+        return self._inbox.skipped
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._inbox.dead_lettered
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set: finish the message in hand, commit, leave."""
@@ -254,86 +257,13 @@ class ConsumerRunner:
                 return  # the rest is fetched again from the committed offset
             async with lock:
                 try:
-                    await self._handle(message, epoch, stopping)
-                except _Abandoned:
+                    await self._inbox.process(message, interrupted=(stopping, epoch.revoked))
+                except Abandoned:
                     return
                 self._next[partition] = self._pending[partition] = message.offset + 1
                 self._uncommitted += 1
             if self._uncommitted >= self._settings.commit_every:
                 await self._commit()
-
-    async def _handle(
-        self, message: ReceivedMessage, epoch: _Epoch, stopping: asyncio.Event
-    ) -> None:
-        try:
-            envelope = Envelope.from_kafka(message.key, message.value, message.headers)
-        except EnvelopeError as error:
-            await self._dead_letter(message, None, error, attempts=1)
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                applied = await self._apply(envelope)
-            except PermanentError as error:
-                await self._dead_letter(message, envelope, error, attempts=attempt)
-                return
-            except Exception as error:
-                if attempt >= self._settings.retry_attempts:
-                    await self._dead_letter(message, envelope, error, attempts=attempt)
-                    return
-                delay = self._settings.retry_delay(attempt)
-                self._metrics.retries.labels(self.group).inc()
-                log.warning("handler failed; retrying", group=self.group, event_id=str(envelope.id),
-                            type=envelope.type, attempt=attempt, delay=delay, error=repr(error))
-                if await _wait_for_any(delay, stopping, epoch.revoked):
-                    raise _Abandoned from error
-                continue
-            outcome = Outcome.APPLIED if applied else Outcome.SKIPPED
-            if applied:
-                self.processed += 1
-                self._metrics.processed.labels(self.group).inc()
-            else:
-                self.skipped += 1
-                self._metrics.skipped.labels(self.group).inc()
-            await self._notify(Handled(message, envelope, outcome))
-            return
-
-    async def _apply(self, envelope: Envelope) -> bool:
-        """The inbox mark and the handler's effect commit together or not at all."""
-        async with self._store.transaction() as tx:
-            if not await tx.record_processed(self.group, envelope.id):
-                return False
-            await self._handler(envelope, tx)
-        return True
-
-    async def _dead_letter(
-        self,
-        message: ReceivedMessage,
-        envelope: Envelope | None,
-        error: Exception,
-        *,
-        attempts: int,
-    ) -> None:
-        # A failed send raises: the offset stays unmarked and the message comes back.
-        await self._dead_letters.send(
-            dead_letter(message, group=self.group, error=error, attempts=attempts, at=self._clock())
-        )
-        self.dead_lettered += 1
-        self._metrics.dead_lettered.labels(self.group).inc()
-        log.error("message dead-lettered", group=self.group, topic=message.topic,
-                  partition=message.partition, offset=message.offset, attempts=attempts,
-                  event_id=str(envelope.id) if envelope else None, error=repr(error))
-        await self._notify(Handled(message, envelope, Outcome.DEAD_LETTERED))
-
-    async def _notify(self, handled: Handled) -> None:
-        if self._on_handled is None:
-            return
-        try:
-            await self._on_handled(handled)
-        except Exception:
-            # The effect is committed whatever an observer thinks of it.
-            log.exception("on_handled hook failed", group=self.group)
 
     async def _commit(self) -> None:
         async with self._commit_lock:
@@ -352,18 +282,6 @@ class ConsumerRunner:
                     del self._pending[partition]
             self._uncommitted = 0
             self._last_commit = time.monotonic()
-
-
-async def _wait_for_any(timeout: float, *events: asyncio.Event) -> bool:
-    """Sleep up to ``timeout``; True as soon as any event is set."""
-    if any(event.is_set() for event in events):
-        return True
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
-    for waiter in pending:
-        waiter.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    return bool(done)
 
 
 def kafka_consumer(

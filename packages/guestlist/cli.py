@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from guestlist.dlq_cli import dlq_app
 from guestlist.stack import control, local
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+app.add_typer(dlq_app, name="dlq")
 
 VarDir = Annotated[
     Path, typer.Option("--var-dir", help="Where the stack keeps data, logs and its state file.")

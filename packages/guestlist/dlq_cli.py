@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +19,18 @@ dlq_app = typer.Typer(
     help="List and redrive dead-lettered events (topics <consumer-group>.dlq).",
     no_args_is_help=True,
 )
+T = TypeVar("T")
+
+
+def run_against_kafka(console: Console, bootstrap: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; an unreachable broker is a one-line error, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except (KafkaError, OSError) as error:
+        console.print(f"[red]Kafka at {bootstrap}: {type(error).__name__}: {error}[/]")
+        raise typer.Exit(1) from error
+
+
 Bootstrap = Annotated[
     str,
     typer.Option("--bootstrap", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers."),
@@ -50,7 +64,7 @@ def list_command(
 ) -> None:
     """Show every DLQ entry from the beginning (read without committing anything)."""
     console = Console()
-    letters = asyncio.run(list_dead_letters(bootstrap, group=group))
+    letters = run_against_kafka(console, bootstrap, list_dead_letters(bootstrap, group=group))
     if not letters:
         console.print("no dead letters" + (f" for group {group}" if group else ""))
         return
@@ -64,7 +78,7 @@ def redrive_command(
 ) -> None:
     """Republish each entry not yet redriven to its original topic and partition."""
     console = Console()
-    result = asyncio.run(redrive_from_kafka(bootstrap, group=group))
+    result = run_against_kafka(console, bootstrap, redrive_from_kafka(bootstrap, group=group))
     console.print(f"redriven {result.redriven} event(s) for group {group}")
     if result.not_events:
         console.print(

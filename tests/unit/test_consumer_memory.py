@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -24,7 +26,7 @@ from eventkit.testing.consumer_contract import (
     running,
     thing,
 )
-from eventkit.testing.memory import InMemoryBus, InMemoryEventStore
+from eventkit.testing.memory import InMemoryBus, InMemoryEventStore, InMemoryTransaction
 
 TOPIC = "contract.things"
 EFFECT_APPLIED = EventType("contract", "EffectApplied", 1)
@@ -159,6 +161,34 @@ async def test_given_a_dead_letter_when_redriven_then_the_fixed_consumer_applies
     assert (redriven.key, redriven.value, redriven.headers) == (
         original.key, original.value, original.headers
     )
+
+
+class FlakyStore(InMemoryEventStore):
+    """A store that cannot open a transaction for its first ``outage`` tries."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.outage = outage
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[InMemoryTransaction]:
+        if self.outage > 0:
+            self.outage -= 1
+            raise ConnectionError("database unavailable")
+        async with super().transaction() as tx:
+            yield tx
+
+
+async def test_given_the_store_is_down_then_the_consumer_waits_instead_of_dead_lettering() -> None:
+    h, group, tally = MemoryHarness(), new_group(), Tally()
+    h.store = FlakyStore(outage=FAST.retry_attempts * 3)
+    event = thing("k", 1)
+    await h.publish([event.to_kafka(h.topic)])
+    async with running(h.runner(group, h.apply_effect, on_handled=tally)) as runner:
+        await tally.reach(1, h.timeout)
+    assert h.store.outage == 0
+    assert (runner.processed, runner.dead_lettered) == (1, 0)
+    assert await h.count_effects(event.id) == 1
 
 
 def test_given_a_message_dead_lettered_twice_then_its_dlq_headers_are_replaced() -> None:

@@ -1,0 +1,201 @@
+"""One message, applied exactly once in effect, or parked in the DLQ.
+
+The inbox is the ``processed_events`` table (or its in-memory twin): in ONE
+store transaction the event id is recorded for the consumer group and, only
+if it was new, the handler writes its effect. Both commit or neither does,
+so a redelivered event changes nothing and a failed attempt leaves nothing
+behind. Handler failures are retried with exponential backoff; after the
+last attempt, or at once for a ``PermanentError`` or a message that is not a
+CloudEvent, the original message goes to ``<group>.dlq``. A store that is
+down is waited for instead: an outage must not empty the topic into the DLQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+
+from eventkit.consumer_health import ConsumerMetrics
+from eventkit.dlq import dead_letter
+from eventkit.envelope import Envelope, EnvelopeError
+from eventkit.kafka_client import MessageSink, ReceivedMessage
+from eventkit.store import Clock, EventStore, Transaction
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Envelope, Transaction], Awaitable[None]]
+
+
+class PermanentError(Exception):
+    """Raised by a handler for an event no retry can fix: it goes to the DLQ at once."""
+
+
+class Abandoned(Exception):
+    """The message in hand was given up (stop or revocation); it will be redelivered."""
+
+
+class _HandlerFailed(Exception):
+    """The handler raised ``error``; told apart from failures of the store around it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    SKIPPED = "skipped"
+    DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """What became of one message, after the store committed and before its offset is."""
+
+    message: ReceivedMessage
+    envelope: Envelope | None
+    outcome: Outcome
+
+
+HandledHook = Callable[[Handled], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class Inbox:
+    """Processes messages for one consumer group; counts what became of them."""
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        store: EventStore,
+        handler: Handler,
+        dead_letters: MessageSink,
+        retry: RetryPolicy,
+        metrics: ConsumerMetrics,
+        clock: Clock,
+        on_handled: HandledHook | None = None,
+    ) -> None:
+        self.group = group
+        self._store = store
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._retry = retry
+        self._metrics = metrics
+        self._clock = clock
+        self._on_handled = on_handled
+        self.processed = self.skipped = self.dead_lettered = 0
+
+    async def process(
+        self, message: ReceivedMessage, *, interrupted: Sequence[asyncio.Event] = ()
+    ) -> Outcome:
+        """Apply, skip or dead-letter ``message``; raise Abandoned if interrupted in a backoff.
+
+        A failed DLQ write raises too: the message must not be marked done.
+        """
+        try:
+            envelope = Envelope.from_kafka(message.key, message.value, message.headers)
+        except EnvelopeError as error:
+            return await self._dead_letter(message, None, error, attempts=1)
+        attempt = outage = 0
+        while True:
+            try:
+                applied = await self._apply(envelope)
+            except _HandlerFailed as failure:
+                attempt += 1
+                cause = failure.error
+                if isinstance(cause, PermanentError) or attempt >= self._retry.attempts:
+                    return await self._dead_letter(message, envelope, cause, attempts=attempt)
+                delay = self._retry.delay(attempt)
+                self._metrics.retries.labels(self.group).inc()
+                log.warning("handler failed; retrying", group=self.group, event_id=str(envelope.id),
+                            type=envelope.type, attempt=attempt, delay=delay, error=repr(cause))
+                if await _wait_for_any(delay, interrupted):
+                    raise Abandoned from cause
+                continue
+            except Exception as error:
+                # The store itself failed (no connection, commit refused): not the event's
+                # fault, so no attempt is used up and it never goes to the DLQ for it.
+                outage += 1
+                delay = self._retry.delay(outage)
+                log.warning("store unavailable; waiting", group=self.group,
+                            event_id=str(envelope.id), delay=delay, error=repr(error))
+                if await _wait_for_any(delay, interrupted):
+                    raise Abandoned from error
+                continue
+            if applied:
+                self.processed += 1
+                self._metrics.processed.labels(self.group).inc()
+            else:
+                self.skipped += 1
+                self._metrics.skipped.labels(self.group).inc()
+            outcome = Outcome.APPLIED if applied else Outcome.SKIPPED
+            await self._notify(Handled(message, envelope, outcome))
+            return outcome
+
+    async def _apply(self, envelope: Envelope) -> bool:
+        async with self._store.transaction() as tx:
+            if not await tx.record_processed(self.group, envelope.id):
+                return False
+            try:
+                await self._handler(envelope, tx)
+            except Exception as error:
+                raise _HandlerFailed(error) from error  # still inside: the transaction rolls back
+        return True
+
+    async def _dead_letter(
+        self,
+        message: ReceivedMessage,
+        envelope: Envelope | None,
+        error: Exception,
+        *,
+        attempts: int,
+    ) -> Outcome:
+        await self._dead_letters.send(
+            dead_letter(message, group=self.group, error=error, attempts=attempts, at=self._clock())
+        )
+        self.dead_lettered += 1
+        self._metrics.dead_lettered.labels(self.group).inc()
+        log.error("message dead-lettered", group=self.group, topic=message.topic,
+                  partition=message.partition, offset=message.offset, attempts=attempts,
+                  event_id=str(envelope.id) if envelope else None, error=repr(error))
+        await self._notify(Handled(message, envelope, Outcome.DEAD_LETTERED))
+        return Outcome.DEAD_LETTERED
+
+    async def _notify(self, handled: Handled) -> None:
+        if self._on_handled is None:
+            return
+        try:
+            await self._on_handled(handled)
+        except Exception:
+            # The effect is committed whatever an observer thinks of it.
+            log.exception("on_handled hook failed", group=self.group)
+
+
+async def _wait_for_any(timeout: float, events: Sequence[asyncio.Event]) -> bool:
+    """Sleep up to ``timeout``; True as soon as any of ``events`` is set."""
+    if any(event.is_set() for event in events):
+        return True
+    if not events:
+        await asyncio.sleep(timeout)
+        return False
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    done, pending = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
+    for waiter in pending:
+        waiter.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return bool(done)
