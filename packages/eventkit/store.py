@@ -5,7 +5,7 @@ them in the outbox), updates any lookup tables of its own through the same
 connection and commits once. A consumer records the id of the event it
 processed in the same transaction as its effect. The PostgreSQL adapter is in
 ``eventkit.postgres_store``; an in-memory one for unit tests is in
-``eventkit.testing.memory``. Both pass ``eventkit.testing.contracts``.
+``eventkit.testing.memory``. Both pass ``eventkit.testing.store_contract``.
 """
 
 from __future__ import annotations

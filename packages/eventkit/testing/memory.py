@@ -1,10 +1,10 @@
 """In-memory adapters for fast unit tests.
 
 They keep the same promises as the PostgreSQL and Kafka adapters (the contract
-suites in ``eventkit.testing.contracts`` run against both): atomic
-transactions, optimistic concurrency per stream, an outbox that holds every
-committed event until it is marked published, and a bus that keeps per-key
-order.
+suites ``eventkit.testing.store_contract`` and ``consumer_contract`` run
+against both): atomic transactions, optimistic concurrency per stream, an
+outbox that holds every committed event until it is marked published, and a
+bus that keeps per-key order and the committed offsets of consumer groups.
 """
 
 from __future__ import annotations
