@@ -181,6 +181,8 @@ class ConsumerRunner:
 
     # PartitionListener: called by the client during a rebalance.
     async def partitions_revoked(self, partitions: set[Partition]) -> None:
+        # aiokafka rebalances eagerly: every partition is revoked and, once reassigned,
+        # fetched again from its committed offset, so all batches in hand are dropped.
         revoked_epoch, self._epoch = self._epoch, _Epoch()
         revoked_epoch.revoked.set()
         for partition in partitions:
