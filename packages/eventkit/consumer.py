@@ -30,6 +30,7 @@ from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
 from eventkit.dlq import dead_letter_topic
 from eventkit.inbox import (
     Abandoned,
+    BatchResult,
     Handled,
     HandledHook,
     Handler,
@@ -254,12 +255,27 @@ class ConsumerRunner:
         lock = self._busy.setdefault(partition, asyncio.Lock())
         if batch:
             self._next[partition] = batch[0].offset
+        together = BatchResult(applied=False)
+        if len(batch) > 1 and not (stopping.is_set() or epoch.revoked.is_set()):
+            async with lock:
+                together = await self._inbox.process_together(batch)
+                if together.applied:
+                    self._next[partition] = self._pending[partition] = batch[-1].offset + 1
+                    self._uncommitted += len(batch)
+            if together.applied:
+                if self._uncommitted >= self._settings.commit_every:
+                    await self._commit()
+                return
         for message in batch:
             if stopping.is_set() or epoch.revoked.is_set():
                 return  # the rest is fetched again from the committed offset
             async with lock:
                 try:
-                    await self._inbox.process(message, interrupted=(stopping, epoch.revoked))
+                    await self._inbox.process(
+                        message,
+                        interrupted=(stopping, epoch.revoked),
+                        attempts_made=together.attempts_made(message),
+                    )
                 except Abandoned:
                     return
                 self._next[partition] = self._pending[partition] = message.offset + 1

@@ -8,12 +8,13 @@ parsing the payload. The official ``cloudevents`` SDK reads these messages
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 from uuid import UUID
 
 SPEC_VERSION = "1.0"
@@ -48,11 +49,17 @@ class EventType:
         return f"guestlist.{self.service}.{self.name}.v{self.version}"
 
     @classmethod
-    def parse(cls, value: str) -> Self:
-        match = _TYPE_PATTERN.fullmatch(value)
-        if match is None:
-            raise EnvelopeError(f"ce_type {value!r} is not guestlist.<service>.<Name>.v<N>")
-        return cls(service=match[1], name=match[2], version=int(match[3]))
+    def parse(cls, value: str) -> EventType:
+        return _parse_event_type(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_event_type(value: str) -> EventType:
+    # Few distinct types exist and every envelope checks one: parse each once.
+    match = _TYPE_PATTERN.fullmatch(value)
+    if match is None:
+        raise EnvelopeError(f"ce_type {value!r} is not guestlist.<service>.<Name>.v<N>")
+    return EventType(service=match[1], name=match[2], version=int(match[3]))
 
 
 class KafkaRecord(NamedTuple):

@@ -163,6 +163,15 @@ class PostgresTransaction:
         )
         return bool(status == "INSERT 0 1")
 
+    async def record_processed_many(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        rows = await self.connection.fetch(
+            "INSERT INTO processed_events (consumer, event_id) "
+            "SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            consumer,
+            list(event_ids),
+        )
+        return {row["event_id"] for row in rows}
+
 
 class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool[Any], *, clock: Clock = utc_now) -> None:

@@ -131,6 +131,10 @@ class Transaction(Protocol):
         """Remember that ``consumer`` handled ``event_id``; False if it already had."""
         ...
 
+    async def record_processed_many(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        """Remember a batch at once; return the ids that were new to ``consumer``."""
+        ...
+
 
 class EventStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:

@@ -97,6 +97,9 @@ class InMemoryTransaction:
         self._processed.add(key)
         return True
 
+    async def record_processed_many(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        return {e for e in event_ids if await self.record_processed(consumer, e)}
+
     def _commit(self) -> None:
         state = self._store._state
         state.events.extend(self._events)

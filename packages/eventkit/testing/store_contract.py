@@ -132,6 +132,16 @@ class EventStoreContract:
             assert await tx.record_processed("two", event_id)
         assert await store.is_processed("one", event_id)
 
+    async def test_record_processed_many_returns_only_the_new_ids_once(self, store: Any) -> None:
+        seen, fresh = uuid4(), uuid4()
+        async with store.transaction() as tx:
+            assert await tx.record_processed("many", seen)
+        async with store.transaction() as tx:
+            assert await tx.record_processed_many("many", [seen, fresh, fresh]) == {fresh}
+        async with store.transaction() as tx:
+            assert await tx.record_processed_many("many", [seen, fresh]) == set()
+        assert await store.is_processed("many", fresh)
+
     async def test_outbox_holds_committed_events_in_append_order_until_marked(
         self, store: Any
     ) -> None:
