@@ -21,6 +21,7 @@ test: sync
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run mypy packages services schemas
+	$(UV) run python -m schemas.generate --check
 
 bench: sync
 	$(UV) run python -m bench
