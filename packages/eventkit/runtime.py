@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 
+from eventkit.consumer import ConsumerRunner, ConsumerSettings, Handler, kafka_consumer
+from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
 from eventkit.database import ServiceDatabase
 from eventkit.http.readiness import CheckResult, KafkaCheck, ReadinessCheck
 from eventkit.metrics import create_registry
@@ -31,10 +33,31 @@ from eventkit.settings import ServiceSettings
 log = structlog.get_logger(__name__)
 
 
-class BackgroundWork(Protocol):
-    """A consumer (or anything) that runs until told to stop."""
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A consumer group of this service: what it reads and how it applies each event."""
 
-    async def run(self, stopping: asyncio.Event) -> None: ...
+    group: str
+    handler: Handler
+    topics: Sequence[str] = ()
+    # A regular expression over topic names, for "every topic" readers such as the audit log.
+    pattern: str | None = None
+    settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+
+
+class _CurrentRunner:
+    """The running consumer of a group, as /readyz sees it; a restarted one replaces it."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.runner: ConsumerRunner | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.runner is not None and self.runner.running
+
+    async def lag(self) -> int:
+        return await self.runner.lag() if self.runner is not None else 0
 
 
 class OutboxBacklogCheck:
@@ -55,9 +78,6 @@ class OutboxBacklogCheck:
         return CheckResult(self.name, ok, f"{backlog} events waiting for Kafka; {state}")
 
 
-ConsumerFactory = Callable[[PostgresEventStore], Sequence[BackgroundWork]]
-
-
 class ServiceRuntime:
     def __init__(
         self,
@@ -65,7 +85,7 @@ class ServiceRuntime:
         *,
         migrations: Sequence[Path] = (),
         registry: CollectorRegistry | None = None,
-        consumers: ConsumerFactory | None = None,
+        subscriptions: Sequence[Subscription] = (),
         max_outbox_backlog: int = 10_000,
     ) -> None:
         self.settings = settings
@@ -75,7 +95,9 @@ class ServiceRuntime:
             application_name=f"guestlist-{settings.service_name}",
             migrations=migrations,
         )
-        self._consumer_factory = consumers
+        self._subscriptions = tuple(subscriptions)
+        self._current = {sub.group: _CurrentRunner(sub.group) for sub in self._subscriptions}
+        self._consumer_metrics = ConsumerMetrics(self.registry) if subscriptions else None
         self._max_outbox_backlog = max_outbox_backlog
         self._relay_task: asyncio.Task[None] | None = None
         self._store: PostgresEventStore | None = None
@@ -99,19 +121,22 @@ class ServiceRuntime:
             self.database.readiness_check(),
             KafkaCheck(self.settings.kafka_bootstrap),
             OutboxBacklogCheck(self, max_backlog=self._max_outbox_backlog, gauge=self._backlog),
+            *(
+                ConsumerLagCheck(current, max_lag=self.settings.readiness_max_lag)
+                for current in self._current.values()
+            ),
         ]
 
     @asynccontextmanager
     async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
         async with self.database.lifespan():
             self._store = PostgresEventStore(self.database.pool)
-            workers = list(self._consumer_factory(self._store)) if self._consumer_factory else []
             stopping = asyncio.Event()
             self._relay_task = asyncio.create_task(self._relay(stopping), name="outbox-relay")
             tasks = [
                 self._relay_task,
-                *(asyncio.create_task(w.run(stopping), name=f"consumer-{i}")
-                  for i, w in enumerate(workers)),
+                *(asyncio.create_task(self._consume(sub, stopping), name=f"consumer {sub.group}")
+                  for sub in self._subscriptions),
             ]  # fmt: skip
             try:
                 yield
@@ -119,6 +144,33 @@ class ServiceRuntime:
                 stopping.set()
                 await _finish(tasks, within=30.0)
                 self._store = None
+
+    async def _consume(self, subscription: Subscription, stopping: asyncio.Event) -> None:
+        """Keep the group's consumer running; one that fails is rebuilt, not left dead.
+
+        aiokafka clients cannot be restarted, so each attempt gets a fresh one;
+        what it had applied is in the inbox, so starting over costs only skips.
+        """
+        current = self._current[subscription.group]
+        while not stopping.is_set():
+            runner = kafka_consumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group=subscription.group,
+                store=self.store,
+                handler=subscription.handler,
+                topics=subscription.topics,
+                pattern=subscription.pattern,
+                settings=subscription.settings,
+                metrics=self._consumer_metrics,
+            )
+            current.runner = runner
+            try:
+                await runner.run(stopping)
+            except Exception as error:
+                log.warning("consumer failed; starting a new one", group=subscription.group,
+                            error=repr(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=2.0)
 
     async def _relay(self, stopping: asyncio.Event) -> None:
         """Run the relay; a broker that is not up yet is waited for, not fatal.
