@@ -14,12 +14,9 @@ from typing import Annotated, Any
 import httpx
 import jwt
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi import APIRouter, Depends, FastAPI
-from jwt.algorithms import OKPAlgorithm
+from fastapi import APIRouter, Depends
 
 from eventkit.http.app import create_service_app
 from eventkit.http.auth import (
@@ -33,67 +30,13 @@ from eventkit.http.auth import (
 )
 from eventkit.http.problems import PROBLEM_BASE_URI
 from eventkit.settings import ServiceSettings
-
-ISSUER = "http://127.0.0.1:8001"
-AUDIENCE = "guestlist"
-
-
-class SigningKey:
-    def __init__(self, kid: str) -> None:
-        self.kid = kid
-        self.private = Ed25519PrivateKey.generate()
-
-    def jwk(self) -> dict[str, Any]:
-        public = json.loads(OKPAlgorithm.to_jwk(self.private.public_key()))
-        return {**public, "kid": self.kid, "use": "sig", "alg": "EdDSA"}
-
-    def mint(self, **claims: Any) -> str:
-        now = int(time.time())
-        payload = {
-            "sub": "user-1", "sid": "session-1", "permissions": ["manage_invitations"],
-            "iat": now, "exp": now + 300, "iss": ISSUER, "aud": AUDIENCE,
-        } | claims
-        return jwt.encode(payload, self.private, algorithm="EdDSA", headers={"kid": self.kid})
-
-
-class JwksServer:
-    """identity's /.well-known/jwks.json, played by a real uvicorn on a free port."""
-
-    def __init__(self) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.hits = 0
-        self.url = ""
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.get("/.well-known/jwks.json")
-        async def jwks() -> dict[str, Any]:
-            self.hits += 1
-            return {"keys": self.keys}
-
-        return app
+from eventkit.testing.tokens import AUDIENCE, ISSUER, JwksServer, SigningKey, serve_jwks
 
 
 @pytest.fixture
 async def jwks_server() -> AsyncIterator[JwksServer]:
-    served = JwksServer()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound before serving: no race for the port
-    served.url = f"http://127.0.0.1:{sock.getsockname()[1]}/.well-known/jwks.json"
-    server = uvicorn.Server(
-        uvicorn.Config(served.app(), lifespan="off", log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done(), "the JWKS server did not start"
-        await asyncio.sleep(0.01)
-    try:
+    async with serve_jwks() as served:
         yield served
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture
