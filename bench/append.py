@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import threading
 import time
 from typing import Any
@@ -79,20 +80,35 @@ def eventsourcing_rate(database_url: str, writers: int, events: int) -> float:
         datastore.close()
 
 
-async def run(database_url: str, *, events: int) -> dict[str, Any]:
+async def run(database_url: str, *, events: int, rounds: int = 3) -> dict[str, Any]:
+    """Median of ``rounds`` runs per writer count, the two sides taking turns at going first."""
     await apply_migrations(database_url)
     results: dict[str, Any] = {}
     for writers in (1, 16):
         # Warm both paths (connections, plans) before measuring.
         await eventkit_rate(database_url, writers, writers * 20)
         await asyncio.to_thread(eventsourcing_rate, database_url, writers, writers * 20)
-        ours = await eventkit_rate(database_url, writers, events)
-        theirs = await asyncio.to_thread(eventsourcing_rate, database_url, writers, events)
+        ours: list[float] = []
+        theirs: list[float] = []
+        for round_ in range(rounds):
+            if round_ % 2:
+                theirs.append(
+                    await asyncio.to_thread(eventsourcing_rate, database_url, writers, events)
+                )
+                ours.append(await eventkit_rate(database_url, writers, events))
+            else:
+                ours.append(await eventkit_rate(database_url, writers, events))
+                theirs.append(
+                    await asyncio.to_thread(eventsourcing_rate, database_url, writers, events)
+                )
         results[f"writers_{writers}"] = {
-            "eventkit_events_per_s": round(ours, 1),
-            "eventsourcing_events_per_s": round(theirs, 1),
-            "ratio": round(ours / theirs, 2),
+            "eventkit_events_per_s": round(statistics.median(ours), 1),
+            "eventsourcing_events_per_s": round(statistics.median(theirs), 1),
+            "ratio": round(
+                statistics.median(o / t for o, t in zip(ours, theirs, strict=True)), 2
+            ),
         }
     results["events_per_run"] = events
+    results["rounds"] = rounds
     results["cpu_count"] = os.cpu_count()
     return results
