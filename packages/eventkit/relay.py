@@ -11,11 +11,18 @@ import asyncio
 import contextlib
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, SpanKind
 
+from eventkit.envelope import KafkaRecord
 from eventkit.publisher import Publisher
 from eventkit.store import Outbox, OutgoingEvent
+from eventkit.telemetry import context_from_traceparent
 
 log = structlog.get_logger(__name__)
+_tracer = trace.get_tracer("eventkit.relay")
+# OpenTelemetry keeps at most 128 links per span by default.
+_MAX_LINKS = 128
 
 
 class OutboxRelay:
@@ -36,7 +43,19 @@ class OutboxRelay:
         self.published = 0
 
     async def _send(self, batch: list[OutgoingEvent]) -> None:
-        await self._publisher.publish([event.record for event in batch])
+        # One producer span per batch, linked to the requests that caused its events
+        # (a span per event would cost the hot path more than the send itself). The
+        # messages keep their request's traceparent, so consumers join that trace.
+        links = [
+            Link(span_context)
+            for event in batch[:_MAX_LINKS]
+            if (span_context := _span_context(event.record)) is not None
+        ]
+        with _tracer.start_as_current_span(
+            "outbox publish", kind=SpanKind.PRODUCER, links=links,
+            attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(batch)},
+        ):
+            await self._publisher.publish([event.record for event in batch])
 
     async def publish_once(self) -> int:
         """Publish one batch of pending events; return how many went out."""
@@ -92,6 +111,15 @@ class OutboxRelay:
                 # published, so those events go out again once they are back.
                 log.exception("outbox relay failed; retrying")
                 await _sleep_unless(stopping, self._retry_interval)
+
+
+def _span_context(record: KafkaRecord) -> SpanContext | None:
+    for name, value in record.headers:
+        if name == "traceparent":
+            parent = context_from_traceparent(value.decode())
+            span_context = trace.get_current_span(parent).get_span_context()
+            return span_context if span_context.is_valid else None
+    return None
 
 
 async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
