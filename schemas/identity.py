@@ -15,7 +15,16 @@ from pydantic import Field, model_validator
 
 from eventkit.registry import EventData
 from schemas.roles import Role, RoleScope, check_scope
-from schemas.values import Email, IpAddress, Locale, PersonName, Reason, Timestamp, TimeZone
+from schemas.values import (
+    Digest,
+    Email,
+    IpAddress,
+    Locale,
+    PersonName,
+    Reason,
+    Timestamp,
+    TimeZone,
+)
 
 USER_TOPIC = "identity.user"
 PLATFORM_TOPIC = "identity.platform"
@@ -99,6 +108,11 @@ class LoginFailed(EventData, service="identity", name="LoginFailed", version=1, 
     failure: LoginFailure
     consecutive_failures: int = Field(ge=1)
     ip_address: IpAddress | None = None
+    client_address_hash: Digest | None = Field(
+        default=None,
+        description="Keyed hash of the client's address: repeated sources can be told apart "
+        "without keeping the address.",
+    )
 
 
 class LoginSucceeded(
@@ -111,18 +125,29 @@ class LoginSucceeded(
 
 
 RevocationCause = Literal[
-    "suspended", "deleted", "role_revoked", "password_changed", "user_request", "staff_request"
+    "suspended",
+    "deleted",
+    "role_revoked",
+    "password_changed",
+    "user_request",
+    "staff_request",
+    "refresh_token_reused",
 ]
 
 
 class SessionsRevoked(
     EventData, service="identity", name="SessionsRevoked", version=1, topic=USER_TOPIC
 ):
-    """Every token issued to the user before ``issued_before`` is refused from now on."""
+    """Tokens of the user issued before ``issued_before`` are refused from now on.
+
+    With ``session_id`` only that session's tokens are (sign-out, a reused
+    refresh token); without it, every session of the user.
+    """
 
     user_id: UUID
     issued_before: Timestamp
     cause: RevocationCause
+    session_id: UUID | None = Field(default=None, description="null: every session.")
 
 
 class PasswordChanged(
@@ -159,6 +184,10 @@ class RoleGranted(_RoleChange, service="identity", name="RoleGranted", version=1
     )
     via_invitation_id: UUID | None = Field(
         default=None, description="The invitation whose roles this grant carries out."
+    )
+    privilege_escalation: bool = Field(
+        default=False,
+        description="True for a platform role: it widens what the person may do platform-wide.",
     )
 
 
@@ -208,6 +237,9 @@ class PlatformSettingsChanged(
     time_zone: TimeZone
     default_locale: Locale
     changed_by: UUID | None = Field(default=None, description="null: set by the system.")
+    dormant_after_days: int | None = Field(
+        default=None, ge=1, description="Accounts unused this long count as dormant."
+    )
 
 
 USER_EVENTS: tuple[type[EventData], ...] = (

@@ -1,13 +1,83 @@
-"""The identity service's settings: every variable of eventkit's ServiceSettings."""
+"""The identity service's settings: every variable of eventkit's ServiceSettings, and its own.
+
+``IDENTITY_SECRET`` is the root of identity's own secrets: the keyed hashes of
+e-mail and client addresses, and the keys that wrap personal-data keys and
+signing keys at rest are derived from it (HKDF, one label each). Its default
+is for the local stack only and is logged as such at start-up.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from eventkit.settings import Port, ServiceSettings
+
+DEV_SECRET = "guestlist-local-development-only-secret"  # noqa: S105 - a public dev default
+DEV_INVITATION_CODE_KEY = "guestlist-local-development-invitation-codes"
 
 
 class IdentitySettings(ServiceSettings):
     # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
     service_name: Literal["identity"] = "identity"
     http_port: Port = 8001
+
+    identity_secret: SecretStr = SecretStr(DEV_SECRET)
+    # Shared with the invitations service: both hash a presented code with it.
+    invitation_code_key: SecretStr = SecretStr(DEV_INVITATION_CODE_KEY)
+    # name=secret pairs of the services that may fetch personal-data keys.
+    service_clients: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
+
+    access_token_ttl: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    refresh_token_ttl: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
+    service_token_ttl: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    signing_key_rotation: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
+
+    lockout_threshold: int = Field(default=5, ge=1)
+    lockout_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    lockout_duration: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    confirmation_token_ttl: timedelta = Field(default=timedelta(days=2), gt=timedelta(0))
+    password_reset_ttl: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
+    deletion_grace: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
+    scheduler_interval: float = Field(default=1.0, gt=0)
+
+    # Confirmation and reset links carry a secret token, so identity mails them itself.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Port = 1025
+    mail_from: str = "Guestlist <no-reply@guestlist.local>"
+    public_url: str = "http://127.0.0.1:8001"
+
+    @field_validator("service_clients", mode="before")
+    @classmethod
+    def _clients(cls, value: object) -> object:
+        # IDENTITY_SERVICE_CLIENTS / SERVICE_CLIENTS="audit=s3cret,projections=0ther".
+        if isinstance(value, str):
+            pairs = [item.strip() for item in value.split(",") if item.strip()]
+            clients: dict[str, str] = {}
+            for pair in pairs:
+                name, separator, secret = pair.partition("=")
+                if not separator or not name.strip() or len(secret) < 16:
+                    raise ValueError("must be name=secret pairs, each secret 16+ characters")
+                clients[name.strip()] = secret
+            return clients
+        return value
+
+    @field_validator(
+        "access_token_ttl", "refresh_token_ttl", "service_token_ttl", "signing_key_rotation",
+        "lockout_window", "lockout_duration", "confirmation_token_ttl", "password_reset_ttl",
+        "deletion_grace", mode="before",
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.identity_secret.get_secret_value() == DEV_SECRET

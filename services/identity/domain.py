@@ -1,0 +1,342 @@
+"""Identity's aggregates and rules: a user's account state, roles and sign-in lockout.
+
+Pure: no I/O and no clock of its own. A :class:`User` is rebuilt from its
+events (each with the time it was recorded) and each decision returns the
+events it produces, or raises a :class:`DomainError` naming the rule broken.
+Personal fields are never needed to decide: they may already be ciphertext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from uuid import UUID
+
+from eventkit.registry import EventData
+from schemas.identity import (
+    LoginFailed,
+    LoginFailure,
+    LoginSucceeded,
+    RevocationCause,
+    RoleGranted,
+    RoleRevoked,
+    SessionsRevoked,
+    UserDeleted,
+    UserDeletionRequested,
+    UserEmailConfirmed,
+    UserLockedOut,
+    UserReactivated,
+    UserRegistered,
+    UserSuspended,
+)
+from schemas.permissions import Permission, permissions_of
+from schemas.roles import RoleAssignment
+
+
+class UserStatus(StrEnum):
+    PENDING_CONFIRMATION = "pending_confirmation"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DELETED = "deleted"
+
+
+# The only moves an account can make; anything else is refused.
+TRANSITIONS: dict[UserStatus, frozenset[UserStatus]] = {
+    UserStatus.PENDING_CONFIRMATION: frozenset({UserStatus.ACTIVE, UserStatus.DELETED}),
+    UserStatus.ACTIVE: frozenset({UserStatus.SUSPENDED, UserStatus.DELETED}),
+    UserStatus.SUSPENDED: frozenset({UserStatus.ACTIVE, UserStatus.DELETED}),
+    UserStatus.DELETED: frozenset(),
+}
+
+
+class DomainError(Exception):
+    """A rule refused the decision; ``code`` is stable, the message is safe to show."""
+
+    code = "rule-broken"
+
+
+class InvalidTransition(DomainError):
+    code = "invalid-transition"
+
+    def __init__(self, current: UserStatus, wanted: UserStatus) -> None:
+        super().__init__(f"an account that is {current} cannot become {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+class UnknownUser(DomainError):
+    code = "unknown-user"
+
+
+class GrantRefused(DomainError):
+    code = "grant-refused"
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    """``threshold`` failed sign-ins within ``window`` lock the account for ``duration``."""
+
+    threshold: int = 5
+    window: timedelta = timedelta(minutes=15)
+    duration: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True, slots=True)
+class Granter:
+    """Who grants or revokes a role, with the roles they hold now (not those in their token)."""
+
+    user_id: UUID
+    roles: frozenset[RoleAssignment]
+
+
+def effective_permissions(
+    roles: Iterable[RoleAssignment], community_id: UUID | None
+) -> frozenset[Permission]:
+    """Permissions that count in ``community_id`` (None: the platform only)."""
+    held = [
+        r.role for r in roles
+        if r.scope == "platform" or (community_id is not None and r.community_id == community_id)
+    ]  # fmt: skip
+    return permissions_of(held)
+
+
+def check_grant(granter: Granter, assignment: RoleAssignment) -> None:
+    """Raise GrantRefused unless ``granter`` may grant (or revoke) ``assignment``.
+
+    - platform roles need ``manage_platform_roles``; community roles need it or
+      ``manage_community_roles`` in that community;
+    - ``platform_manager`` is granted only by a platform manager;
+    - nobody hands out a permission they do not hold themselves.
+    """
+    held = effective_permissions(granter.roles, assignment.community_id)
+    if assignment.scope == "platform":
+        if "manage_platform_roles" not in held:
+            raise GrantRefused("platform roles need the manage_platform_roles permission")
+    elif not {"manage_platform_roles", "manage_community_roles"} & held:
+        raise GrantRefused(
+            "community roles need manage_community_roles in that community "
+            "(or manage_platform_roles)"
+        )
+    if assignment.role == "platform_manager" and not any(
+        r.role == "platform_manager" for r in granter.roles
+    ):
+        raise GrantRefused("only a platform manager can make someone a platform manager")
+    missing = permissions_of([assignment.role]) - held
+    if missing:
+        raise GrantRefused(
+            f"{assignment.role} carries permissions you do not hold: {', '.join(sorted(missing))}"
+        )
+
+
+@dataclass
+class User:
+    """One account, as its events left it."""
+
+    user_id: UUID
+    status: UserStatus | None = None  # None: no such account yet
+    version: int = 0
+    roles: set[RoleAssignment] = field(default_factory=set)
+    recent_failures: list[datetime] = field(default_factory=list)
+    locked_until: datetime | None = None
+    suspended_until: datetime | None = None
+    delete_after: datetime | None = None
+
+    @classmethod
+    def from_history(
+        cls, user_id: UUID, history: Iterable[tuple[EventData, datetime]]
+    ) -> User:
+        user = cls(user_id)
+        for event, at in history:
+            user.apply(event, at)
+        return user
+
+    # -- evolving -------------------------------------------------------------
+
+    def apply(self, event: EventData, at: datetime) -> None:
+        self.version += 1
+        match event:
+            case UserRegistered():
+                self.status = UserStatus.PENDING_CONFIRMATION
+            case UserEmailConfirmed():
+                self.status = UserStatus.ACTIVE
+            case UserSuspended(until=until):
+                self.status, self.suspended_until = UserStatus.SUSPENDED, until
+            case UserReactivated():
+                self.status, self.suspended_until = UserStatus.ACTIVE, None
+            case UserDeleted():
+                self.status, self.roles = UserStatus.DELETED, set()
+            case UserDeletionRequested(delete_after=delete_after):
+                self.delete_after = delete_after
+            case RoleGranted():
+                self.roles.add(_assignment(event))
+            case RoleRevoked():
+                self.roles.discard(_assignment(event))
+            case LoginFailed(failure="wrong_password"):
+                self.recent_failures.append(at)
+            case UserLockedOut(until=until):
+                self.locked_until, self.recent_failures = until, []
+            case LoginSucceeded():
+                self.recent_failures = []
+            case _:
+                pass
+
+    # -- reading --------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not None
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return permissions_of(r.role for r in self.roles)
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+    def sign_in_refusal(self, now: datetime) -> LoginFailure | None:
+        """Why a correct password still does not open a session, or None."""
+        match self.status:
+            case UserStatus.DELETED | None:
+                return "account_deleted"
+            case UserStatus.PENDING_CONFIRMATION:
+                return "email_unconfirmed"
+            case UserStatus.SUSPENDED:
+                return "account_suspended"
+        return "account_locked" if self.is_locked(now) else None
+
+    # -- deciding -------------------------------------------------------------
+
+    def _require(self) -> UserStatus:
+        if self.status is None:
+            raise UnknownUser(f"there is no account {self.user_id}")
+        return self.status
+
+    def _move(self, wanted: UserStatus) -> None:
+        current = self._require()
+        if wanted not in TRANSITIONS[current]:
+            raise InvalidTransition(current, wanted)
+
+    def _revoke_sessions(self, now: datetime, cause: RevocationCause) -> SessionsRevoked:
+        return SessionsRevoked(user_id=self.user_id, issued_before=now, cause=cause)
+
+    def confirm_email(self) -> list[EventData]:
+        # Only a pending account confirms: a suspended one is reactivated by staff instead.
+        if self._require() is not UserStatus.PENDING_CONFIRMATION:
+            raise InvalidTransition(self._require(), UserStatus.ACTIVE)
+        return [UserEmailConfirmed(user_id=self.user_id)]
+
+    def suspend(
+        self, *, reason: str, until: datetime | None, by: UUID | None, now: datetime
+    ) -> list[EventData]:
+        self._move(UserStatus.SUSPENDED)
+        if until is not None and until <= now:
+            raise DomainError("a suspension must end in the future")
+        return [
+            UserSuspended(user_id=self.user_id, reason=reason, until=until, suspended_by=by),
+            self._revoke_sessions(now, "suspended"),
+        ]
+
+    def reactivate(self, *, by: UUID | None) -> list[EventData]:
+        if self.status is not UserStatus.SUSPENDED:
+            raise InvalidTransition(self._require(), UserStatus.ACTIVE)
+        return [UserReactivated(user_id=self.user_id, reactivated_by=by)]
+
+    def suspension_ran_out(self, now: datetime) -> bool:
+        return (
+            self.status is UserStatus.SUSPENDED
+            and self.suspended_until is not None
+            and self.suspended_until <= now
+        )
+
+    def request_deletion(self, *, by: UUID, now: datetime, grace: timedelta) -> list[EventData]:
+        self._move(UserStatus.DELETED)
+        return [
+            UserDeletionRequested(user_id=self.user_id, requested_by=by, delete_after=now + grace)
+        ]
+
+    def delete(self, *, now: datetime) -> list[EventData]:
+        self._move(UserStatus.DELETED)
+        return [self._revoke_sessions(now, "deleted"), UserDeleted(user_id=self.user_id)]
+
+    def grant_role(
+        self,
+        assignment: RoleAssignment,
+        *,
+        granter: Granter | None,
+        via_invitation_id: UUID | None = None,
+    ) -> list[EventData]:
+        """``granter`` None: the system (default role, an invitation's roles, the first admin)."""
+        if self._require() is UserStatus.DELETED:
+            raise InvalidTransition(UserStatus.DELETED, UserStatus.DELETED)
+        if granter is not None:
+            check_grant(granter, assignment)
+        if assignment in self.roles:
+            return []
+        return [
+            RoleGranted(
+                user_id=self.user_id, role=assignment.role, scope=assignment.scope,
+                community_id=assignment.community_id,
+                granted_by=granter.user_id if granter is not None else None,
+                via_invitation_id=via_invitation_id,
+                privilege_escalation=assignment.scope == "platform",
+            )
+        ]
+
+    def revoke_role(
+        self, assignment: RoleAssignment, *, revoker: Granter, now: datetime
+    ) -> list[EventData]:
+        self._require()
+        check_grant(revoker, assignment)
+        if assignment not in self.roles:
+            raise DomainError(f"the account does not hold {assignment.role} there")
+        return [
+            RoleRevoked(
+                user_id=self.user_id, role=assignment.role, scope=assignment.scope,
+                community_id=assignment.community_id, revoked_by=revoker.user_id,
+            ),
+            self._revoke_sessions(now, "role_revoked"),
+        ]
+
+    def sign_in_failed(
+        self, *, now: datetime, policy: LockoutPolicy, failure: LoginFailure = "wrong_password",
+        client_address_hash: str | None = None,
+    ) -> list[EventData]:
+        """A failed attempt; the ``policy.threshold``-th wrong password in a window locks."""
+        self._require()
+        if failure != "wrong_password":
+            return [
+                LoginFailed(
+                    user_id=self.user_id, failure=failure,
+                    consecutive_failures=max(1, len(self.recent_failures)),
+                    client_address_hash=client_address_hash,
+                )
+            ]
+        failures = [at for at in self.recent_failures if now - at < policy.window]
+        count = len(failures) + 1
+        events: list[EventData] = [
+            LoginFailed(
+                user_id=self.user_id, failure=failure, consecutive_failures=count,
+                client_address_hash=client_address_hash,
+            )
+        ]
+        if count >= policy.threshold:
+            events.append(
+                UserLockedOut(
+                    user_id=self.user_id, until=now + policy.duration, failed_attempts=count
+                )
+            )
+        return events
+
+    def signed_in(
+        self, *, session_id: UUID, expires_at: datetime, now: datetime
+    ) -> list[EventData]:
+        refusal = self.sign_in_refusal(now)
+        if refusal is not None:
+            raise DomainError(f"sign-in refused: {refusal}")
+        return [LoginSucceeded(user_id=self.user_id, session_id=session_id, expires_at=expires_at)]
+
+
+def _assignment(event: RoleGranted | RoleRevoked) -> RoleAssignment:
+    return RoleAssignment(role=event.role, scope=event.scope, community_id=event.community_id)
