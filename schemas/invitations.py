@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from eventkit.registry import EventData
 from schemas.roles import RoleAssignment
-from schemas.values import Digest, Email, Greeting, Locale, Reason, Timestamp
+from schemas.values import Digest, Email, Endpoint, Greeting, Locale, Reason, Timestamp
 
 INVITATION_TOPIC = "invitations.invitation"
 
@@ -25,7 +25,11 @@ class InvitationCreated(
     version=1,
     topic=INVITATION_TOPIC,
 ):
-    """An organizer invited someone; the invitation is pending from ``valid_from``."""
+    """An organizer invited someone; the invitation is pending from ``valid_from``.
+
+    The e-mail goes out now when ``valid_from`` is not later than the event's
+    time; otherwise ``InvitationSendDue`` follows when the window opens.
+    """
 
     invitation_id: UUID
     invitee_email: Email
@@ -38,6 +42,9 @@ class InvitationCreated(
     valid_from: Timestamp
     valid_until: Timestamp
     code_hash: Digest = Field(description="Keyed hash of the invitation code, never the code.")
+    batch_id: UUID | None = Field(
+        default=None, description="The bulk upload that created it, if one did."
+    )
 
     @model_validator(mode="after")
     def _validity_is_a_period(self) -> Self:
@@ -98,6 +105,9 @@ class InvitationAccepted(
 
     invitation_id: UUID
     user_id: UUID
+    accepted_at: Timestamp | None = Field(
+        default=None, description="When the invitee registered (the registration's time)."
+    )
 
 
 class InvitationExpired(
@@ -111,6 +121,34 @@ class InvitationExpired(
     valid_until: Timestamp
 
 
+class InvitationSendDue(
+    EventData,
+    service="invitations",
+    name="InvitationSendDue",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """The window of an invitation created ahead of time opened: its e-mail goes out now."""
+
+    invitation_id: UUID
+    valid_from: Timestamp
+    valid_until: Timestamp
+
+
+class InvitationUrlViewed(
+    EventData,
+    service="invitations",
+    name="InvitationUrlViewed",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """An organizer was shown the invitation's URL and code again (an audited read)."""
+
+    invitation_id: UUID
+    viewed_by: UUID
+    endpoint: Endpoint
+
+
 INVITATION_EVENTS: tuple[type[EventData], ...] = (
     InvitationCreated,
     InvitationResent,
@@ -118,4 +156,6 @@ INVITATION_EVENTS: tuple[type[EventData], ...] = (
     InvitationRevoked,
     InvitationAccepted,
     InvitationExpired,
+    InvitationSendDue,
+    InvitationUrlViewed,
 )

@@ -93,6 +93,12 @@ SAMPLES: list[EventData] = [
     invitations.InvitationRevoked(invitation_id=INVITATION, revoked_by=ADMIN, reason="typo"),
     invitations.InvitationAccepted(invitation_id=INVITATION, user_id=USER),
     invitations.InvitationExpired(invitation_id=INVITATION, valid_until=NOW),
+    invitations.InvitationSendDue(
+        invitation_id=INVITATION, valid_from=NOW, valid_until=NOW + timedelta(days=30)
+    ),
+    invitations.InvitationUrlViewed(
+        invitation_id=INVITATION, viewed_by=ADMIN, endpoint="GET /v1/invitations/{id}/url"
+    ),
     notifications.NotificationSent(**DELIVERY),
     notifications.NotificationFailed(
         **{**DELIVERY, "attempt": 3}, error="451 try again later", permanent=False
@@ -129,7 +135,9 @@ def test_the_catalog_covers_every_event_design_names() -> None:
         "PasswordChanged PasswordResetRequested RoleGranted RoleRevoked UserDataExported "
         "UserDeletionRequested UserDeleted PlatformSettingsChanged PersonalDataViewed",
         "invitations": "InvitationCreated InvitationResent InvitationReminderDue "
-        "InvitationRevoked InvitationAccepted InvitationExpired",
+        "InvitationRevoked InvitationAccepted InvitationExpired "
+        # Added by the invitations service (docs/DESIGN.md, "Invitations").
+        "InvitationSendDue InvitationUrlViewed",
         "notifications": "NotificationSent NotificationFailed",
         "audit": "AuditLogQueried AuditLogExported AuditReplayStarted",
         "projections": "PersonalDataViewed",
