@@ -30,7 +30,9 @@ from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
 from eventkit.dlq import dead_letter_topic
 from eventkit.inbox import (
     Abandoned,
+    BatchHandler,
     BatchResult,
+    Delivery,
     Handled,
     HandledHook,
     Handler,
@@ -50,8 +52,10 @@ from eventkit.kafka_client import (
 from eventkit.store import Clock, EventStore, utc_now
 
 __all__ = [
+    "BatchHandler",
     "ConsumerRunner",
     "ConsumerSettings",
+    "Delivery",
     "Handled",
     "HandledHook",
     "Handler",
@@ -95,12 +99,13 @@ class ConsumerRunner:
         group: str,
         client: ConsumerClient,
         store: EventStore,
-        handler: Handler,
+        handler: Handler | None = None,
         dead_letters: MessageSink,
         settings: ConsumerSettings | None = None,
         metrics: ConsumerMetrics | None = None,
         on_handled: HandledHook | None = None,
         clock: Clock = utc_now,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.group = group
         self._client = client
@@ -110,6 +115,7 @@ class ConsumerRunner:
         self._inbox = Inbox(
             group=group, store=store, handler=handler, dead_letters=dead_letters,
             retry=self._settings.retry, metrics=self._metrics, clock=clock, on_handled=on_handled,
+            batch_handler=batch_handler,
         )
         self._epoch = _Epoch()
         self._busy: dict[Partition, asyncio.Lock] = {}
@@ -307,13 +313,14 @@ def kafka_consumer(
     bootstrap_servers: str,
     group: str,
     store: EventStore,
-    handler: Handler,
+    handler: Handler | None = None,
     topics: Sequence[str] = (),
     pattern: str | None = None,
     settings: ConsumerSettings | None = None,
     metrics: ConsumerMetrics | None = None,
     on_handled: HandledHook | None = None,
     dlq_replication_factor: int = 1,
+    batch_handler: BatchHandler | None = None,
 ) -> ConsumerRunner:
     """A runner on aiokafka, subscribed to ``topics`` or a ``pattern`` (anchored at the start)."""
     return ConsumerRunner(
@@ -329,4 +336,5 @@ def kafka_consumer(
         settings=settings,
         metrics=metrics,
         on_handled=on_handled,
+        batch_handler=batch_handler,
     )

@@ -35,6 +35,19 @@ _tracer = trace.get_tracer("eventkit.consumer")
 Handler = Callable[[Envelope, Transaction], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message and the event it carries, as a batch handler receives them."""
+
+    message: ReceivedMessage
+    envelope: Envelope
+
+
+# Applies the new events of a batch in one go (one INSERT for all, say), in
+# offset order, inside the inbox's transaction; a single message comes as a list of one.
+BatchHandler = Callable[[Sequence[Delivery], Transaction], Awaitable[None]]
+
+
 class PermanentError(Exception):
     """Raised by a handler for an event no retry can fix: it goes to the DLQ at once."""
 
@@ -102,16 +115,20 @@ class Inbox:
         *,
         group: str,
         store: EventStore,
-        handler: Handler,
+        handler: Handler | None = None,
         dead_letters: MessageSink,
         retry: RetryPolicy,
         metrics: ConsumerMetrics,
         clock: Clock,
         on_handled: HandledHook | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give a handler or a batch handler, not both or neither")
         self.group = group
         self._store = store
         self._handler = handler
+        self._batch_handler = batch_handler
         self._dead_letters = dead_letters
         self._retry = retry
         self._metrics = metrics
@@ -137,7 +154,7 @@ class Inbox:
         attempt, outage = attempts_made, 0
         while True:
             try:
-                applied = await self._apply(envelope)
+                applied = await self._apply(message, envelope)
             except _HandlerFailed as failure:
                 attempt += 1
                 cause = failure.error
@@ -182,16 +199,19 @@ class Inbox:
         try:
             async with self._store.transaction() as tx:
                 new = await tx.record_processed_many(self.group, [e.id for e in envelopes])
-                for envelope in envelopes:
-                    # The relay can repeat an event, even inside one batch: apply it once.
-                    if envelope.id in new:
-                        new.discard(envelope.id)
-                        failing = envelope.id
-                        await self._run_handler(envelope, tx)
-                        failing = None
-                        outcomes.append(Outcome.APPLIED)
-                    else:
-                        outcomes.append(Outcome.SKIPPED)
+                if self._batch_handler is not None:
+                    outcomes = await self._run_batch_handler(messages, envelopes, new, tx)
+                else:
+                    for envelope in envelopes:
+                        # The relay can repeat an event, even inside one batch: apply it once.
+                        if envelope.id in new:
+                            new.discard(envelope.id)
+                            failing = envelope.id
+                            await self._run_handler(envelope, tx)
+                            failing = None
+                            outcomes.append(Outcome.APPLIED)
+                        else:
+                            outcomes.append(Outcome.SKIPPED)
         except Exception as error:
             log.info("batch not applied; going one by one", group=self.group,
                      size=len(messages), error=repr(error))
@@ -201,12 +221,51 @@ class Inbox:
             await self._notify(Handled(message, envelope, outcome))
         return BatchResult(applied=True)
 
-    async def _apply(self, envelope: Envelope) -> bool:
+    async def _run_batch_handler(
+        self,
+        messages: Sequence[ReceivedMessage],
+        envelopes: Sequence[Envelope],
+        new: set[UUID],
+        tx: Transaction,
+    ) -> list[Outcome]:
+        # Which event of the batch failed is unknown here: one by one will tell.
+        assert self._batch_handler is not None
+        outcomes: list[Outcome] = []
+        fresh: list[Delivery] = []
+        for message, envelope in zip(messages, envelopes, strict=True):
+            # The relay can repeat an event, even inside one batch: apply it once.
+            if envelope.id in new:
+                new.discard(envelope.id)
+                fresh.append(Delivery(message, envelope))
+                outcomes.append(Outcome.APPLIED)
+            else:
+                outcomes.append(Outcome.SKIPPED)
+        if fresh:
+            with _tracer.start_as_current_span(
+                f"consume batch of {len(fresh)}",
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.consumer.group.name": self.group,
+                            "messaging.batch.message_count": len(fresh)},
+            ):
+                await self._batch_handler(fresh, tx)
+        return outcomes
+
+    async def _apply(self, message: ReceivedMessage, envelope: Envelope) -> bool:
         async with self._store.transaction() as tx:
             if not await tx.record_processed(self.group, envelope.id):
                 return False
             try:
-                await self._run_handler(envelope, tx)
+                if self._batch_handler is not None:
+                    with _tracer.start_as_current_span(
+                        f"consume {envelope.type}",
+                        context=context_from_traceparent(envelope.traceparent),
+                        kind=SpanKind.CONSUMER,
+                        attributes={"messaging.consumer.group.name": self.group,
+                                    "cloudevents.event_id": str(envelope.id)},
+                    ):
+                        await self._batch_handler([Delivery(message, envelope)], tx)
+                else:
+                    await self._run_handler(envelope, tx)
             except Exception as error:
                 raise _HandlerFailed(error) from error  # still inside: the transaction rolls back
         return True
@@ -220,6 +279,7 @@ class Inbox:
             attributes={"messaging.consumer.group.name": self.group,
                         "cloudevents.event_id": str(envelope.id)},
         ):
+            assert self._handler is not None
             await self._handler(envelope, tx)
 
     def _count(self, outcome: Outcome) -> None:

@@ -19,7 +19,13 @@ import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 
-from eventkit.consumer import ConsumerRunner, ConsumerSettings, Handler, kafka_consumer
+from eventkit.consumer import (
+    BatchHandler,
+    ConsumerRunner,
+    ConsumerSettings,
+    Handler,
+    kafka_consumer,
+)
 from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
 from eventkit.database import ServiceDatabase
 from eventkit.http.readiness import CheckResult, KafkaCheck, ReadinessCheck
@@ -38,11 +44,17 @@ class Subscription:
     """A consumer group of this service: what it reads and how it applies each event."""
 
     group: str
-    handler: Handler
+    handler: Handler | None = None
     topics: Sequence[str] = ()
     # A regular expression over topic names, for "every topic" readers such as the audit log.
     pattern: str | None = None
     settings: ConsumerSettings = field(default_factory=ConsumerSettings)
+    # Instead of ``handler``: applies all new events of a polled batch at once.
+    batch_handler: BatchHandler | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError(f"subscription {self.group}: give a handler or a batch handler")
 
 
 class _CurrentRunner:
@@ -162,6 +174,7 @@ class ServiceRuntime:
                 pattern=subscription.pattern,
                 settings=subscription.settings,
                 metrics=self._consumer_metrics,
+                batch_handler=subscription.batch_handler,
             )
             current.runner = runner
             try:
