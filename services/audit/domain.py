@@ -1,0 +1,205 @@
+"""The audit log's rules: what an entry is, how it is hashed and chained, how a run verifies.
+
+Pure: no I/O. The canonical form is RFC 8785 (JSON Canonicalization Scheme);
+``services/audit/README.md`` documents it for a verifier in any language.
+
+An entry is hashed in two steps so that a filtered export can still be
+verified against a signed head without revealing the entries left out:
+
+    entry_sha256 = SHA-256( JCS(entry object) )
+    hash         = SHA-256( JCS({"entry_sha256": hex, "prev_hash": hex}) )
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventkit.envelope import format_time
+
+GENESIS_HASH = bytes(32)
+# The JSON string encoder of the standard library (C, ensure_ascii=False): for
+# strings it writes exactly what RFC 8785 asks (same escapes, UTF-8 kept).
+_string: Any = (
+    getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+)
+# JCS only allows integers that an IEEE 754 double holds exactly.
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+class CanonicalFormError(ValueError):
+    """A value has no RFC 8785 form (an integer beyond 2^53, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One event as the log holds it: where and when it arrived and everything it carried."""
+
+    sequence: int
+    received_at: datetime
+    topic: str
+    partition: int
+    offset: int
+    ce_id: UUID
+    ce_source: str
+    ce_type: str
+    ce_subject: str
+    ce_time: datetime
+    ce_actorid: str
+    ce_sequence: int
+    data: str  # the event's JSON text exactly as received
+    ce_traceparent: str | None = None
+    ce_extensions: Mapping[str, str] = field(default_factory=dict)
+    ce_specversion: str = "1.0"
+
+    def canonical_object(self) -> dict[str, Any]:
+        """The entry as the JSON object whose canonical form is hashed (no hashes in it)."""
+        return {
+            "sequence": self.sequence,
+            "received_at": format_time(self.received_at),
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "ce_specversion": self.ce_specversion,
+            "ce_id": str(self.ce_id),
+            "ce_source": self.ce_source,
+            "ce_type": self.ce_type,
+            "ce_subject": self.ce_subject,
+            "ce_time": format_time(self.ce_time),
+            "ce_actorid": self.ce_actorid,
+            "ce_sequence": self.ce_sequence,
+            "ce_traceparent": self.ce_traceparent,
+            "ce_extensions": dict(self.ce_extensions),
+            "data": self.data,
+        }
+
+    def canonical(self) -> bytes:
+        """RFC 8785 of :meth:`canonical_object`, written directly: it is on every hot path.
+
+        The keys are ASCII, so JCS's UTF-16 key order is plain sorting; the
+        property test in tests/unit/test_audit_domain.py compares it with ``rfc8785``.
+        """
+        for number in (self.sequence, self.partition, self.offset, self.ce_sequence):
+            if not -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
+                raise CanonicalFormError(f"{number} is outside the integers JSON can carry")
+        extensions = ",".join(
+            f"{_string(name)}:{_string(self.ce_extensions[name])}"
+            for name in sorted(self.ce_extensions)
+        )
+        traceparent = "null" if self.ce_traceparent is None else _string(self.ce_traceparent)
+        return (
+            f'{{"ce_actorid":{_string(self.ce_actorid)},'
+            f'"ce_extensions":{{{extensions}}},'
+            f'"ce_id":"{self.ce_id}",'
+            f'"ce_sequence":{self.ce_sequence},'
+            f'"ce_source":{_string(self.ce_source)},'
+            f'"ce_specversion":{_string(self.ce_specversion)},'
+            f'"ce_subject":{_string(self.ce_subject)},'
+            f'"ce_time":"{format_time(self.ce_time)}",'
+            f'"ce_traceparent":{traceparent},'
+            f'"ce_type":{_string(self.ce_type)},'
+            f'"data":{_string(self.data)},'
+            f'"offset":{self.offset},'
+            f'"partition":{self.partition},'
+            f'"received_at":"{format_time(self.received_at)}",'
+            f'"sequence":{self.sequence},'
+            f'"topic":{_string(self.topic)}}}'
+        ).encode()
+
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.canonical()).digest()
+
+
+def link_hash(entry_sha256: bytes, prev_hash: bytes) -> bytes:
+    """SHA-256 of JCS({"entry_sha256": hex, "prev_hash": hex}): the entry's chained hash."""
+    return hashlib.sha256(
+        b'{"entry_sha256":"%s","prev_hash":"%s"}' % (entry_sha256.hex().encode(),
+                                                     prev_hash.hex().encode())
+    ).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEntry:
+    entry: LogEntry
+    prev_hash: bytes
+    hash: bytes
+
+
+def chain(entries: Iterable[LogEntry], *, prev_hash: bytes) -> list[ChainedEntry]:
+    """Hash ``entries`` in order after an entry whose hash is ``prev_hash``."""
+    chained: list[ChainedEntry] = []
+    for entry in entries:
+        hashed = link_hash(entry.digest(), prev_hash)
+        chained.append(ChainedEntry(entry, prev_hash, hashed))
+        prev_hash = hashed
+    return chained
+
+
+@dataclass(slots=True)
+class ChainCheck:
+    """Verifies a run of stored entries, fed in sequence order, batch by batch.
+
+    An entry is bad when its sequence is not the next one (a gap or a
+    repeat), when its prev_hash is not the previous entry's hash, or when
+    its hash is not the one its content gives. Checking goes on after the
+    first bad entry only to count; ``first_bad`` keeps the earliest.
+    """
+
+    prev_hash: bytes
+    next_sequence: int
+    checked: int = 0
+    first_bad: int | None = None
+    reason: str | None = None
+    head_sequence: int | None = None
+    head_hash: bytes | None = None
+    # Hashes at sequences a checkpoint names, to compare with what was signed.
+    wanted: set[int] = field(default_factory=set)
+    found: dict[int, bytes] = field(default_factory=dict)
+
+    def feed(self, entry: LogEntry, prev_hash: bytes, stored_hash: bytes) -> None:
+        self.checked += 1
+        if self.first_bad is None:
+            if entry.sequence != self.next_sequence:
+                self._bad(self.next_sequence, f"sequence {self.next_sequence} is missing")
+            elif prev_hash != self.prev_hash:
+                self._bad(entry.sequence, "prev_hash is not the previous entry's hash")
+            elif link_hash(entry.digest(), prev_hash) != stored_hash:
+                self._bad(entry.sequence, "hash does not match the entry's content")
+        if entry.sequence in self.wanted:
+            self.found[entry.sequence] = stored_hash
+        self.prev_hash = stored_hash
+        self.next_sequence = entry.sequence + 1
+        self.head_sequence, self.head_hash = entry.sequence, stored_hash
+
+    def fail(self, sequence: int, reason: str) -> None:
+        if self.first_bad is None or sequence < self.first_bad:
+            self.first_bad, self.reason = sequence, reason
+
+    def _bad(self, sequence: int, reason: str) -> None:
+        self.first_bad, self.reason = sequence, reason
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+def checkpoint_statement(
+    *, sequence: int, head_hash: bytes, signed_at: datetime, key_id: str
+) -> bytes:
+    """The bytes a checkpoint signs: JCS of what it asserts."""
+    return (
+        f'{{"head_hash":"{head_hash.hex()}","key_id":{_string(key_id)},'
+        f'"log":"guestlist.audit","sequence":{sequence},'
+        f'"signed_at":"{format_time(signed_at)}"}}'
+    ).encode()
+
+
+def checkpoint_due(*, head: int, last_signed: int, every: int) -> list[int]:
+    """The sequences in (last_signed, head] that are multiples of ``every``."""
+    first = (last_signed // every + 1) * every
+    return list(range(first, head + 1, every))

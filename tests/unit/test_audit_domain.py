@@ -1,0 +1,133 @@
+"""The audit log's rules, given/when/then: canonical form, chaining, verification, checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from uuid import UUID
+
+import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.audit.domain import (
+    GENESIS_HASH,
+    CanonicalFormError,
+    ChainCheck,
+    LogEntry,
+    chain,
+    checkpoint_due,
+    checkpoint_statement,
+    link_hash,
+)
+
+T0 = datetime(2026, 11, 26, 14, 17, 48, 123456, tzinfo=UTC)
+
+
+def entry(sequence: int = 1, **changes: object) -> LogEntry:
+    base = LogEntry(
+        sequence=sequence, received_at=T0, topic="identity.user", partition=0, offset=sequence,
+        ce_id=UUID(int=sequence), ce_source="/guestlist/identity",
+        ce_type="guestlist.identity.UserRegistered.v1", ce_subject="user-1", ce_time=T0,
+        ce_actorid="system", ce_sequence=1, data='{"email":"ciphertext"}',
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]))
+
+
+@given(
+    subject=text, actor=text, data=text, traceparent=st.none() | text,
+    extensions=st.dictionaries(st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True), text),
+    offset=st.integers(0, 2**53 - 1),
+    moment=st.datetimes(timezones=st.just(UTC)),
+)
+def test_the_fast_canonical_form_is_rfc_8785(
+    subject: str, actor: str, data: str, traceparent: str | None,
+    extensions: dict[str, str], offset: int, moment: datetime,
+) -> None:
+    given_entry = entry(ce_subject=subject, ce_actorid=actor, data=data, offset=offset,
+                        ce_traceparent=traceparent, ce_extensions=extensions, ce_time=moment)
+    assert given_entry.canonical() == rfc8785.dumps(given_entry.canonical_object())
+
+
+def test_the_link_hash_is_sha256_of_the_canonical_link() -> None:
+    digest, prev = hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()
+    expected = rfc8785.dumps({"prev_hash": prev.hex(), "entry_sha256": digest.hex()})
+    assert link_hash(digest, prev) == hashlib.sha256(expected).digest()
+
+
+def test_an_integer_json_cannot_carry_is_refused() -> None:
+    with pytest.raises(CanonicalFormError):
+        entry(offset=2**53).canonical()
+
+
+def test_given_entries_when_chained_then_each_points_at_the_previous_hash() -> None:
+    chained = chain([entry(1), entry(2), entry(3)], prev_hash=GENESIS_HASH)
+    assert chained[0].prev_hash == GENESIS_HASH
+    assert [c.prev_hash for c in chained[1:]] == [c.hash for c in chained[:-1]]
+    assert len({c.hash for c in chained}) == 3
+
+
+def check_of(entries: list[tuple[LogEntry, bytes, bytes]]) -> ChainCheck:
+    check = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
+    for stored, prev, hashed in entries:
+        check.feed(stored, prev, hashed)
+    return check
+
+
+def stored(n: int) -> list[tuple[LogEntry, bytes, bytes]]:
+    return [(c.entry, c.prev_hash, c.hash)
+            for c in chain([entry(i) for i in range(1, n + 1)], prev_hash=GENESIS_HASH)]
+
+
+def test_given_an_intact_chain_then_it_verifies_and_names_its_head() -> None:
+    rows = stored(5)
+    check = check_of(rows)
+    assert (check.ok, check.checked, check.head_sequence, check.head_hash) == (
+        True, 5, 5, rows[-1][2])
+
+
+def test_given_an_edited_entry_then_its_sequence_is_the_first_bad() -> None:
+    rows = stored(5)
+    rows[2] = (replace(rows[2][0], data='{"email":"forged"}'), rows[2][1], rows[2][2])
+    check = check_of(rows)
+    assert (check.ok, check.first_bad, check.checked) == (False, 3, 5)
+    assert check.reason == "hash does not match the entry's content"
+
+
+def test_given_an_edited_entry_with_a_recomputed_hash_then_the_next_entry_is_bad() -> None:
+    rows = stored(5)
+    forged = replace(rows[2][0], data='{"email":"forged"}')
+    rows[2] = (forged, rows[2][1], link_hash(forged.digest(), rows[2][1]))
+    assert check_of(rows).first_bad == 4
+
+
+def test_given_a_missing_entry_then_the_gap_is_reported() -> None:
+    rows = stored(5)
+    del rows[1]
+    check = check_of(rows)
+    assert (check.first_bad, check.reason) == (2, "sequence 2 is missing")
+
+
+def test_a_checkpoint_statement_is_the_canonical_json_of_what_it_asserts() -> None:
+    statement = checkpoint_statement(sequence=7, head_hash=bytes(range(32)), signed_at=T0,
+                                     key_id="k1")
+    assert statement == rfc8785.dumps({
+        "log": "guestlist.audit", "sequence": 7, "head_hash": bytes(range(32)).hex(),
+        "signed_at": "2026-11-26T14:17:48.123456Z", "key_id": "k1",
+    })
+
+
+@pytest.mark.parametrize(("head", "last", "every", "due"), [
+    (999, 0, 1000, []), (1000, 0, 1000, [1000]), (2500, 900, 1000, [1000, 2000]),
+    (2000, 2000, 1000, []), (3, 0, 1, [1, 2, 3]),
+])
+def test_checkpoints_fall_due_on_multiples_of_n(head: int, last: int, every: int,
+                                                due: list[int]) -> None:
+    assert checkpoint_due(head=head, last_signed=last, every=every) == due
+
+
