@@ -1,0 +1,304 @@
+"""What the notifications service sends, to whom and when; pure, no I/O.
+
+``MAILS`` is the table: one entry per event type that causes e-mail, each a
+small function from the event (and what the service knows about its
+invitation) to the mails it asks for. Adding a notification is one template
+pair under ``templates/`` and one line here.
+
+Personal values (addresses, names, greetings, invitation codes and links)
+only ever pass through here in their sealed form, as the events carry them;
+they are revealed at send time, so what the service stores stays encrypted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventkit.registry import EventData
+from schemas.identity import (
+    PasswordResetRequested,
+    RoleGranted,
+    RoleRevoked,
+    UserDeleted,
+    UserLockedOut,
+    UserReactivated,
+    UserRegistered,
+    UserSuspended,
+)
+from schemas.invitations import InvitationCreated, InvitationReminderDue, InvitationResent
+
+SUPPORTED_LOCALES: tuple[str, ...] = ("en", "es", "fr", "uk")
+# Shown instead of a personal value whose key was destroyed (DESIGN.md "Personal data").
+ERASED = "[erased]"
+# Message-IDs and notification ids are derived from this, so they are the same on every replica.
+_NOTIFICATION_NAMESPACE = UUID("9a0d7c43-6f0e-4c8e-9d39-3f1b6a1c2e57")
+
+
+class TemplateName(StrEnum):
+    INVITATION = "invitation"
+    INVITATION_REMINDER = "invitation_reminder"
+    ADDRESS_CONFIRMATION = "address_confirmation"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a template name, not a password
+    ACCOUNT_SUSPENDED = "account_suspended"
+    ACCOUNT_REACTIVATED = "account_reactivated"
+    ACCOUNT_DELETED = "account_deleted"
+    ROLE_GRANTED = "role_granted"
+    ROLE_REVOKED = "role_revoked"
+    ACCOUNT_LOCKED = "account_locked"
+
+
+class DeliveryStatus(StrEnum):
+    SCHEDULED = "scheduled"  # waiting for its time (next attempt, or the invitation's window)
+    SENDING = "sending"  # handed to the SMTP server, answer not yet recorded
+    SENT = "sent"
+    FAILED = "failed"  # permanent answer, or every attempt used up
+    CANCELLED = "cancelled"  # no longer wanted: invitation closed, address erased, …
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """The local copy of identity's platform settings that mails need."""
+
+    name: str = "Guestlist"
+    time_zone: str = "UTC"
+    default_locale: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationFacts:
+    """What the service keeps of an invitation (from InvitationCreated and its later events)."""
+
+    invitation_id: UUID
+    invitee_email: str  # sealed
+    locale: str
+    roles: tuple[Mapping[str, Any], ...]
+    valid_from: datetime
+    valid_until: datetime
+    status: str = "pending"
+    greeting: str | None = None  # sealed
+    code: str | None = None  # sealed
+    link: str | None = None  # sealed
+
+
+@dataclass(frozen=True, slots=True)
+class PersonFacts:
+    """What the service keeps of a person with an account (from identity's user events)."""
+
+    user_id: UUID
+    email: str  # sealed
+    locale: str
+    name: str | None = None  # sealed
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What a rule may consult besides the event: the local copies, and the event's extras.
+
+    ``extras`` are sealed personal values an event carries beyond its contract
+    fields (a confirmation or reset link); a rule that needs one and does not
+    find it asks for nothing.
+    """
+
+    person: PersonFacts | None = None
+    invitation: InvitationFacts | None = None
+    extras: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMail:
+    """One e-mail an event asks for, before it is stored for delivery."""
+
+    template: TemplateName
+    recipient: str  # sealed address
+    locale: str
+    user_id: UUID | None = None
+    invitation_id: UUID | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)  # plain, not personal
+    sealed: Mapping[str, str] = field(default_factory=dict)  # personal, revealed at send time
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    # Why it must not go out after all (e.g. no invitation code); kept in the log as cancelled.
+    cancelled_because: str | None = None
+
+
+Rule = Callable[[Any, Known], list[PlannedMail]]
+
+
+def _to_person(
+    template: TemplateName, params: Callable[[Any], Mapping[str, Any]] = lambda _event: {}
+) -> Rule:
+    """A notice to the account holder the event is about."""
+
+    def rule(event: Any, known: Known) -> list[PlannedMail]:
+        person = known.person
+        if person is None:
+            return []  # an account this service never saw registered: nobody to write to
+        sealed = {"name": person.name} if person.name else {}
+        return [PlannedMail(template, person.email, person.locale, user_id=person.user_id,
+                            params=params(event), sealed=sealed)]
+
+    return rule
+
+
+def _invitation_mail(template: TemplateName) -> Rule:
+    """The invitation e-mail, only ever inside the invitation's validity window."""
+
+    def rule(event: Any, known: Known) -> list[PlannedMail]:
+        invitation = known.invitation
+        if invitation is None or invitation.status != "pending":
+            return []
+        sealed = {"code": invitation.code} if invitation.code else {}
+        if invitation.greeting:
+            sealed["greeting"] = invitation.greeting
+        if invitation.link:
+            sealed["link"] = invitation.link
+        return [PlannedMail(
+            template, invitation.invitee_email, invitation.locale,
+            invitation_id=invitation.invitation_id,
+            params={"roles": [dict(role) for role in invitation.roles],
+                    "valid_from": invitation.valid_from, "valid_until": invitation.valid_until},
+            sealed=sealed,
+            not_before=invitation.valid_from, not_after=invitation.valid_until,
+            cancelled_because=None if invitation.code else "the invitation event carries no code",
+        )]  # fmt: skip
+
+    return rule
+
+
+def _account_link(template: TemplateName, expiry: Callable[[Any], datetime | None]) -> Rule:
+    """A mail whose point is a secret link; sent only when the event brings the link."""
+
+    def rule(event: Any, known: Known) -> list[PlannedMail]:
+        person, link = known.person, known.extras.get("link")
+        if person is None or link is None:
+            return []
+        sealed = {"link": link} | ({"name": person.name} if person.name else {})
+        expires_at = expiry(event)
+        return [PlannedMail(template, person.email, person.locale, user_id=person.user_id,
+                            params={"expires_at": expires_at}, sealed=sealed,
+                            not_after=expires_at)]
+
+    return rule
+
+
+def _address_confirmation(event: Any, known: Known) -> list[PlannedMail]:
+    # An invitation for the same address already vouches for it: identity then confirms
+    # at once (UserEmailConfirmed), which also cancels a confirmation mail still waiting.
+    registered: UserRegistered = event
+    if registered.via_invitation_id is not None and "link" not in known.extras:
+        return []
+    return _account_link(TemplateName.ADDRESS_CONFIRMATION, lambda _e: None)(event, known)
+
+
+def _role(event: RoleGranted | RoleRevoked) -> dict[str, Any]:
+    return {"role": {"role": event.role, "scope": event.scope}}
+
+
+# The table: which event causes which mail. Read top to bottom, it is the whole policy.
+MAILS: Mapping[type[EventData], Rule] = {
+    InvitationCreated: _invitation_mail(TemplateName.INVITATION),
+    InvitationResent: _invitation_mail(TemplateName.INVITATION),
+    InvitationReminderDue: _invitation_mail(TemplateName.INVITATION_REMINDER),
+    UserRegistered: _address_confirmation,
+    PasswordResetRequested: _account_link(TemplateName.PASSWORD_RESET, lambda e: e.expires_at),
+    UserSuspended: _to_person(TemplateName.ACCOUNT_SUSPENDED,
+                              lambda e: {"reason": e.reason, "until": e.until}),
+    UserReactivated: _to_person(TemplateName.ACCOUNT_REACTIVATED),
+    UserDeleted: _to_person(TemplateName.ACCOUNT_DELETED),
+    RoleGranted: _to_person(TemplateName.ROLE_GRANTED, _role),
+    RoleRevoked: _to_person(TemplateName.ROLE_REVOKED, _role),
+    UserLockedOut: _to_person(TemplateName.ACCOUNT_LOCKED, lambda e: {"until": e.until}),
+}  # fmt: skip
+
+
+def mails_for(event: EventData, known: Known) -> list[PlannedMail]:
+    rule = MAILS.get(type(event))
+    return rule(event, known) if rule is not None else []
+
+
+def notification_id(cause_event_id: UUID, template: TemplateName) -> UUID:
+    """The same event and template always give the same notification (and Message-ID)."""
+    return uuid5(_NOTIFICATION_NAMESPACE, f"{cause_event_id}/{template}")
+
+
+def message_id(notification: UUID, *, domain: str) -> str:
+    return f"<{notification}@{domain}>"
+
+
+def within_window(now: datetime, not_before: datetime | None, not_after: datetime | None) -> bool:
+    return (not_before is None or now >= not_before) and (not_after is None or now < not_after)
+
+
+def retry_delay(attempt: int, *, base: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff after failed attempt number ``attempt`` (1, 2, …)."""
+    delay: timedelta = base * (2 ** (attempt - 1))
+    return min(cap, delay)
+
+
+def is_temporary(smtp_code: int | None) -> bool:
+    """4xx answers and no answer at all (connection trouble) are worth another try."""
+    return smtp_code is None or 400 <= smtp_code < 500
+
+
+def hash_recipient(address: str, *, key: bytes) -> str:
+    """Keyed hash of the address: tells deliveries to one person apart without the address."""
+    return hmac.new(key, address.strip().lower().encode(), hashlib.sha256).hexdigest()
+
+
+def mask_address(address: str) -> str:
+    """What support staff see of an address: enough to recognise it, not to write to it."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+# What the preview endpoint fills each template with: a made-up person and invitation.
+_SAMPLE_MOMENT = datetime(2030, 3, 14, 15, 30, tzinfo=UTC)
+SAMPLE_PARAMS: Mapping[TemplateName, Mapping[str, Any]] = {
+    TemplateName.INVITATION: {
+        "greeting": "We would love to have you with us.",
+        "roles": [{"role": "community_member", "scope": "community"},
+                  {"role": "platform_tech_support", "scope": "platform"}],
+        "link": "https://guestlist.example/register?code=SAMPLE-CODE",
+        "code": "SAMPLE-CODE",
+        "valid_from": _SAMPLE_MOMENT, "valid_until": _SAMPLE_MOMENT + timedelta(days=30),
+    },
+    TemplateName.INVITATION_REMINDER: {
+        "greeting": "We would love to have you with us.",
+        "roles": [{"role": "community_member", "scope": "community"}],
+        "link": "https://guestlist.example/register?code=SAMPLE-CODE",
+        "code": "SAMPLE-CODE",
+        "valid_from": _SAMPLE_MOMENT, "valid_until": _SAMPLE_MOMENT + timedelta(days=3),
+    },
+    TemplateName.ADDRESS_CONFIRMATION: {
+        "name": "Alex Example", "link": "https://guestlist.example/confirm?token=SAMPLE",
+        "expires_at": _SAMPLE_MOMENT,
+    },
+    TemplateName.PASSWORD_RESET: {
+        "name": "Alex Example", "link": "https://guestlist.example/reset?token=SAMPLE",
+        "expires_at": _SAMPLE_MOMENT,
+    },
+    TemplateName.ACCOUNT_SUSPENDED: {
+        "name": "Alex Example", "reason": "Repeated spam in the community forum.",
+        "until": _SAMPLE_MOMENT,
+    },
+    TemplateName.ACCOUNT_REACTIVATED: {"name": "Alex Example"},
+    TemplateName.ACCOUNT_DELETED: {"name": "Alex Example"},
+    TemplateName.ROLE_GRANTED: {
+        "name": "Alex Example", "role": {"role": "community_facilitator", "scope": "community"},
+    },
+    TemplateName.ROLE_REVOKED: {
+        "name": "Alex Example", "role": {"role": "platform_developer", "scope": "platform"},
+    },
+    TemplateName.ACCOUNT_LOCKED: {"name": "Alex Example", "until": _SAMPLE_MOMENT},
+}  # fmt: skip
