@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import Field
 
 from eventkit.registry import EventData
-from schemas.values import Email, Identifier, Locale
+from schemas.values import Digest, Email, Identifier, Locale
 
 DELIVERY_TOPIC = "notifications.delivery"
 
@@ -29,6 +29,15 @@ class _Delivery(EventData):
     cause_type: str = Field(min_length=1, max_length=200, description="Its ce_type.")
     cause_subject: str = Field(min_length=1, max_length=200, description="Its ce_subject.")
     attempt: int = Field(ge=1, description="1 for the first try, counting retries.")
+    message_id: str | None = Field(
+        default=None, max_length=300,
+        description="The Message-ID header, the same on every attempt of this notification.",
+    )
+    recipient_hash: Digest | None = Field(
+        default=None,
+        description="Keyed hash of the address (lower-cased): deliveries to one address can be "
+        "matched without it; null when the address could not be read.",
+    )
 
 
 class NotificationSent(

@@ -1,9 +1,152 @@
-"""The audit service's HTTP routes, under /v1."""
+"""The audit service's HTTP routes, under /v1/audit: thin, each parses, calls and maps errors."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime
+
+from eventkit.http.auth import Principal, require_permission
+from eventkit.http.problems import NOT_FOUND, SERVICE_UNAVAILABLE, VALIDATION_ERROR, Problem
+from eventkit.personal_data import KeyResolver, KeyUnavailable
+from eventkit.runtime import ServiceRuntime
+from schemas.access import AuditLogQueried
+from services.audit import checkpoints, queries
+from services.audit.access import actor_uuid, record_access
+from services.audit.checkpoints import CheckpointSigner
+from services.audit.settings import AuditSettings
+from services.audit.verification import RangeError, verify
+
+EVENT_TYPE = r"^guestlist\.[a-z][a-z0-9_]*\.[A-Z][A-Za-z0-9]*\.v[1-9][0-9]*$"
+SERVICE = r"^[a-z][a-z0-9_]*$"
+Limit = Annotated[int, Query(ge=1, le=500, description="At most this many entries.")]
+Cursor = Annotated[str | None, Query(max_length=200, description="From the previous page.")]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    """What the routes work with, put on ``app.state.audit`` by the composition root."""
+
+    settings: AuditSettings
+    runtime: ServiceRuntime
+    signer: CheckpointSigner
+    keys: KeyResolver
+
+
+def audit_context(request: Request) -> AuditContext:
+    context = request.app.state.audit
+    assert isinstance(context, AuditContext)
+    return context
+
+
+Context = Annotated[AuditContext, Depends(audit_context)]
+Viewer = Annotated[Principal, Depends(require_permission("view_audit_log"))]
+
+
+def invalid(field: str, message: str) -> Problem:
+    return Problem(type_=VALIDATION_ERROR, detail=f"Invalid fields: {field}",
+                   errors=[{"field": field, "in": "query", "message": message, "code": "invalid"}])
+
+
+def after_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        return queries.decode_cursor(cursor)
+    except queries.BadCursor as error:
+        raise invalid("cursor", str(error)) from error
+
+
+async def queried(
+    context: AuditContext, principal: Principal, *, endpoint: str, filters: dict[str, str],
+    count: int,
+) -> None:
+    await record_access(
+        context.runtime.store,
+        AuditLogQueried(actor_id=actor_uuid(principal), endpoint=endpoint, filters=filters,
+                        result_count=count),
+        topic=context.settings.audit_access_topic, actor=principal.subject,
+    )
 
 
 def build_router() -> APIRouter:
-    return APIRouter(prefix="/v1", tags=["audit"])
+    router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+    @router.get("/checkpoints/key", summary="The public key that signs checkpoints")
+    async def checkpoint_key(context: Context) -> dict[str, str]:
+        return {
+            "algorithm": "Ed25519",
+            "key_id": context.signer.key_id,
+            "public_key": context.signer.public_key_base64(),
+            "public_key_pem": context.signer.public_key_pem(),
+        }
+
+    @router.get("/checkpoints/latest", summary="The newest signed checkpoint")
+    async def latest_checkpoint(context: Context) -> dict[str, Any]:
+        found = await checkpoints.latest(context.runtime.store.pool)
+        if found is None:
+            raise Problem(type_=NOT_FOUND, detail="no checkpoint has been signed yet")
+        return found.as_json()
+
+    @router.get("/events", summary="Log entries, filtered, oldest first")
+    async def events(
+        context: Context,
+        principal: Viewer,
+        subject: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        actor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        type: Annotated[str | None, Query(pattern=EVENT_TYPE, max_length=200)] = None,
+        service: Annotated[str | None, Query(pattern=SERVICE, max_length=60)] = None,
+        since: Annotated[AwareDatetime | None, Query()] = None,
+        until: Annotated[AwareDatetime | None, Query()] = None,
+        cursor: Cursor = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        after = after_cursor(cursor)
+        wanted = queries.EventFilter(subject=subject, actor=actor, type=type, service=service,
+                                     since=since, until=until)
+        page = await queries.find_events(context.runtime.store.pool, wanted, after=after,
+                                         limit=limit)
+        await queried(context, principal, endpoint="GET /v1/audit/events",
+                      filters=wanted.as_text(), count=len(page.items))
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+    @router.get("/subjects/{subject_id}/timeline",
+                summary="Everything done to or by a person, personal data revealed or [erased]")
+    async def subject_timeline(
+        context: Context,
+        principal: Viewer,
+        subject_id: str,
+        cursor: Cursor = None,
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        after = after_cursor(cursor)
+        try:
+            page = await queries.timeline(context.runtime.store.pool, subject_id, context.keys,
+                                          after=after, limit=limit)
+        except KeyUnavailable as error:
+            raise Problem(type_=SERVICE_UNAVAILABLE, detail="personal-data keys cannot be "
+                          "fetched right now", headers={"Retry-After": "5"}) from error
+        await queried(context, principal, endpoint="GET /v1/audit/subjects/{subject_id}/timeline",
+                      filters={"subject": subject_id}, count=len(page.items))
+        return {"items": page.items, "next_cursor": page.next_cursor}
+
+    @router.get("/verify", summary="Recompute the chain and check checkpoint signatures")
+    async def verify_log(
+        context: Context,
+        principal: Viewer,
+        first: Annotated[int | None, Query(alias="from", ge=1, le=2**62)] = None,
+        last: Annotated[int | None, Query(alias="to", ge=1, le=2**62)] = None,
+    ) -> dict[str, Any]:
+        try:
+            report = await verify(context.runtime.store.pool, context.signer.public_key,
+                                  first=first, last=last)
+        except RangeError as error:
+            raise invalid(error.field, str(error)) from error
+        filters = {k: str(v) for k, v in (("from", first), ("to", last)) if v is not None}
+        await queried(context, principal, endpoint="GET /v1/audit/verify", filters=filters,
+                      count=report.checked)
+        return report.as_json()
+
+    return router

@@ -2,26 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.migrations import apply_migrations
+from eventkit.personal_data import (
+    HttpKeyResolver,
+    KeyResolver,
+    KeyUnavailable,
+    ServiceCredentials,
+)
+from eventkit.postgres_store import PostgresTransaction
 from eventkit.runtime import ServiceRuntime
-from services.audit.api import build_router
+from eventkit.store import utc_now
+from services.audit import checkpoints
+from services.audit.api import AuditContext, build_router
+from services.audit.checkpoints import CheckpointSigner
 from services.audit.consumers import log_subscription
+from services.audit.domain import ChainedEntry
 from services.audit.settings import AuditSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def build_app(settings: AuditSettings) -> FastAPI:
+class NoKeyService:
+    """Used when no key service is configured: personal data cannot be revealed."""
+
+    async def key_for(self, subject_id: str) -> bytes | None:
+        raise KeyUnavailable("AUDIT_SERVICE_CLIENT_SECRET is not set: no key service")
+
+
+def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> FastAPI:
+    signer = CheckpointSigner.from_file(settings.audit_signing_key_file)
+
+    async def sign_due(tx: PostgresTransaction, appended: Sequence[ChainedEntry]) -> None:
+        await checkpoints.sign_due(tx.connection, signer, appended,
+                                   every=settings.audit_checkpoint_every, at=utc_now())
+
     runtime = ServiceRuntime(
-        settings, migrations=[MIGRATIONS], subscriptions=[log_subscription(settings)]
+        settings, migrations=[MIGRATIONS],
+        subscriptions=[log_subscription(settings, on_appended=sign_due)],
     )
+    key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+    if keys is None:
+        secret = settings.audit_service_client_secret
+        keys = NoKeyService() if secret is None else HttpKeyResolver(
+            settings.audit_identity_url, client=key_client, purpose="audit_timeline",
+            credentials=ServiceCredentials(
+                f"{settings.audit_identity_url.rstrip('/')}/v1/service-tokens",
+                client_id=settings.audit_service_client_id,
+                client_secret=secret.get_secret_value(), client=key_client,
+            ),
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -30,12 +68,24 @@ def build_app(settings: AuditSettings) -> FastAPI:
             # The owner migrates; the service's own role could not create tables.
             await apply_migrations(admin_dsn, MIGRATIONS)
         async with runtime.lifespan(app):
-            yield
+            stopping = asyncio.Event()
+            signing = asyncio.create_task(checkpoints.sign_periodically(
+                runtime.store.pool, signer,
+                interval=settings.audit_checkpoint_interval_seconds, stopping=stopping,
+            ), name="checkpoints")
+            try:
+                yield
+            finally:
+                stopping.set()
+                await signing
+                await key_client.aclose()
 
-    return create_service_app(
+    app = create_service_app(
         settings,
         routers=[build_router()],
         readiness_checks=runtime.readiness_checks(),
         lifespan=lifespan,
         registry=runtime.registry,
     )
+    app.state.audit = AuditContext(settings=settings, runtime=runtime, signer=signer, keys=keys)
+    return app

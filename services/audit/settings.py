@@ -34,8 +34,11 @@ class AuditSettings(ServiceSettings):
     # Ed25519 private key (PEM, PKCS#8); generated here for local development if absent.
     audit_signing_key_file: Path = Path("var/audit/checkpoint-signing-key.pem")
 
-    # Where identity answers with a person's personal-data key (internal endpoint).
-    audit_personal_data_keys_url: str | None = None
+    # Identity's internal key endpoint, reached with this service's own credentials;
+    # without a secret the timeline cannot reveal personal data (503).
+    audit_identity_url: str = "http://127.0.0.1:8001"
+    audit_service_client_id: str = "audit"
+    audit_service_client_secret: SecretStr | None = None
 
     @field_validator("audit_topic_pattern")
     @classmethod

@@ -2,24 +2,123 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
-from eventkit.runtime import ServiceRuntime
+from eventkit.kafka_client import KafkaMessageSink
+from eventkit.personal_data import HttpKeyResolver, KeyUnavailable, ServiceCredentials
+from eventkit.runtime import ServiceRuntime, Subscription
+from eventkit.store import Clock, utc_now
+from schemas.catalog import build_registry
 from services.notifications.api import build_router
+from services.notifications.consumers import MailDecisions
+from services.notifications.delivery import GROUP, Sender
+from services.notifications.mailer import Mailer, SmtpMailer
+from services.notifications.personal_data import KeyedPersonalData, PersonalDataReader
+from services.notifications.queries import DeliveryLog
+from services.notifications.rendering import Renderer
 from services.notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def build_app(settings: NotificationsSettings) -> FastAPI:
-    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS])
-    return create_service_app(
+class _NoCredentials:
+    async def token(self) -> str:
+        raise KeyUnavailable("SERVICE_CLIENT_SECRET is not set: personal data cannot be opened")
+
+
+def _personal_data(settings: NotificationsSettings, client: httpx.AsyncClient) -> KeyedPersonalData:
+    secret = settings.service_client_secret
+    credentials = _NoCredentials() if secret is None else ServiceCredentials(
+        f"{settings.identity_url.rstrip('/')}/v1/service-tokens",
+        client_id=settings.service_client_id, client_secret=secret.get_secret_value(),
+        client=client,
+    )  # fmt: skip
+    return KeyedPersonalData({
+        owner: HttpKeyResolver(url, client=client, credentials=credentials,
+                               purpose="notification_delivery",
+                               cache_seconds=settings.personal_data_cache_seconds)
+        for owner, url in (("identity", settings.identity_url),
+                           ("invitations", settings.invitations_url))
+    })  # fmt: skip
+
+
+def _mailer(settings: NotificationsSettings) -> SmtpMailer:
+    password = settings.smtp_password
+    return SmtpMailer(
+        host=settings.smtp_host, port=settings.smtp_port, security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=None if password is None else password.get_secret_value(),
+        timeout=settings.smtp_timeout,
+    )
+
+
+def build_app(
+    settings: NotificationsSettings,
+    *,
+    personal_data: PersonalDataReader | None = None,
+    mailer: Mailer | None = None,
+    clock: Clock = utc_now,
+) -> FastAPI:
+    """The service; tests pass their own key access, mailer or clock, nothing else differs."""
+    registry = build_registry()
+    renderer = Renderer()
+    decisions = MailDecisions(registry=registry, message_id_domain=settings.message_id_domain,
+                              clock=clock)
+    runtime = ServiceRuntime(
         settings,
-        routers=[build_router()],
+        migrations=[MIGRATIONS],
+        subscriptions=[Subscription(
+            group=GROUP, handler=decisions,
+            topics=[settings.user_topic, settings.platform_topic, settings.invitation_topic],
+        )],
+    )  # fmt: skip
+    delivery_log = DeliveryLog(renderer=renderer, contact_email=settings.contact_email)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.lifespan(app), httpx.AsyncClient(timeout=10.0) as keys_client:
+            sender = Sender(
+                pool=runtime.database.pool, store=runtime.store, registry=registry,
+                renderer=renderer, mailer=mailer or _mailer(settings),
+                personal_data=personal_data or _personal_data(settings, keys_client),
+                dead_letters=KafkaMessageSink(settings.kafka_bootstrap,
+                                              client_id=f"{GROUP}.delivery"),
+                mail_from=settings.mail_from, contact_email=settings.contact_email,
+                invitation_url_base=settings.invitation_url_base,
+                recipient_hash_key=settings.recipient_hash_key.get_secret_value().encode(),
+                attempts=settings.delivery_attempts, base_delay=settings.retry_base_delay,
+                max_delay=settings.retry_max_delay, lease=settings.send_lease,
+                batch=settings.delivery_batch, clock=clock,
+            )  # fmt: skip
+            delivery_log.open(runtime.database.pool, personal_data or
+                              _personal_data(settings, keys_client))
+            stopping = asyncio.Event()
+            task = asyncio.create_task(
+                sender.run(stopping, interval=settings.delivery_poll_interval), name="sender"
+            )
+            try:
+                yield
+            finally:
+                stopping.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=30.0)
+                await sender.close()
+                delivery_log.close()
+
+    app = create_service_app(
+        settings,
+        routers=[build_router(delivery_log)],
         readiness_checks=runtime.readiness_checks(),
-        lifespan=runtime.lifespan,
+        lifespan=lifespan,
         registry=runtime.registry,
     )
+    app.state.runtime = runtime
+    return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,12 @@ from schemas.identity import (
     UserRegistered,
     UserSuspended,
 )
-from schemas.invitations import InvitationCreated, InvitationReminderDue, InvitationResent
+from schemas.invitations import (
+    InvitationCreated,
+    InvitationReminderDue,
+    InvitationResent,
+    InvitationSendDue,
+)
 
 SUPPORTED_LOCALES: tuple[str, ...] = ("en", "es", "fr", "uk")
 # Shown instead of a personal value whose key was destroyed (DESIGN.md "Personal data").
@@ -83,8 +89,6 @@ class InvitationFacts:
     valid_until: datetime
     status: str = "pending"
     greeting: str | None = None  # sealed
-    code: str | None = None  # sealed
-    link: str | None = None  # sealed
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +103,15 @@ class PersonFacts:
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """What a rule may consult besides the event: the local copies, and the event's extras.
+    """What a rule may consult besides the event: its time, the local copies, its extras.
 
-    ``extras`` are sealed personal values an event carries beyond its contract
-    fields (a confirmation or reset link); a rule that needs one and does not
-    find it asks for nothing.
+    ``extras`` are sealed values read from the event's data by name, so a field
+    a producer adds (``invitation_code``, a confirmation or reset ``link``) is
+    used as soon as it appears; a rule that needs one and does not find it
+    asks for nothing, or records the mail as cancelled with the reason.
     """
 
+    at: datetime
     person: PersonFacts | None = None
     invitation: InvitationFacts | None = None
     extras: Mapping[str, str] = field(default_factory=dict)
@@ -147,18 +153,23 @@ def _to_person(
     return rule
 
 
-def _invitation_mail(template: TemplateName) -> Rule:
-    """The invitation e-mail, only ever inside the invitation's validity window."""
+def _invitation_mail(template: TemplateName, *, on_creation: bool = False) -> Rule:
+    """The invitation e-mail, only ever inside the invitation's validity window.
+
+    An invitation created ahead of its window is not mailed on creation:
+    invitations announces ``InvitationSendDue`` when the window opens.
+    """
 
     def rule(event: Any, known: Known) -> list[PlannedMail]:
         invitation = known.invitation
         if invitation is None or invitation.status != "pending":
             return []
-        sealed = {"code": invitation.code} if invitation.code else {}
+        if on_creation and invitation.valid_from > known.at:
+            return []
+        code = known.extras.get("invitation_code")
+        sealed = {"code": code} if code else {}
         if invitation.greeting:
             sealed["greeting"] = invitation.greeting
-        if invitation.link:
-            sealed["link"] = invitation.link
         return [PlannedMail(
             template, invitation.invitee_email, invitation.locale,
             invitation_id=invitation.invitation_id,
@@ -166,7 +177,7 @@ def _invitation_mail(template: TemplateName) -> Rule:
                     "valid_from": invitation.valid_from, "valid_until": invitation.valid_until},
             sealed=sealed,
             not_before=invitation.valid_from, not_after=invitation.valid_until,
-            cancelled_because=None if invitation.code else "the invitation event carries no code",
+            cancelled_because=None if code else "the invitation event carries no code",
         )]  # fmt: skip
 
     return rule
@@ -188,25 +199,19 @@ def _account_link(template: TemplateName, expiry: Callable[[Any], datetime | Non
     return rule
 
 
-def _address_confirmation(event: Any, known: Known) -> list[PlannedMail]:
-    # An invitation for the same address already vouches for it: identity then confirms
-    # at once (UserEmailConfirmed), which also cancels a confirmation mail still waiting.
-    registered: UserRegistered = event
-    if registered.via_invitation_id is not None and "link" not in known.extras:
-        return []
-    return _account_link(TemplateName.ADDRESS_CONFIRMATION, lambda _e: None)(event, known)
-
-
 def _role(event: RoleGranted | RoleRevoked) -> dict[str, Any]:
     return {"role": {"role": event.role, "scope": event.scope}}
 
 
 # The table: which event causes which mail. Read top to bottom, it is the whole policy.
 MAILS: Mapping[type[EventData], Rule] = {
-    InvitationCreated: _invitation_mail(TemplateName.INVITATION),
+    InvitationCreated: _invitation_mail(TemplateName.INVITATION, on_creation=True),
+    InvitationSendDue: _invitation_mail(TemplateName.INVITATION),
     InvitationResent: _invitation_mail(TemplateName.INVITATION),
     InvitationReminderDue: _invitation_mail(TemplateName.INVITATION_REMINDER),
-    UserRegistered: _address_confirmation,
+    # When an invitation vouches for the address, identity appends UserEmailConfirmed in
+    # the same commit; applying it cancels this mail before the sender can see it.
+    UserRegistered: _account_link(TemplateName.ADDRESS_CONFIRMATION, lambda _e: None),
     PasswordResetRequested: _account_link(TemplateName.PASSWORD_RESET, lambda e: e.expires_at),
     UserSuspended: _to_person(TemplateName.ACCOUNT_SUSPENDED,
                               lambda e: {"reason": e.reason, "until": e.until}),
@@ -221,6 +226,30 @@ MAILS: Mapping[type[EventData], Rule] = {
 def mails_for(event: EventData, known: Known) -> list[PlannedMail]:
     rule = MAILS.get(type(event))
     return rule(event, known) if rule is not None else []
+
+
+def encode_params(params: Mapping[str, Any]) -> str:
+    """Template values as stored: JSON, with moments kept as moments."""
+    return json.dumps(params, default=_moment_to_json, separators=(",", ":"), sort_keys=True)
+
+
+def decode_params(text: str | Mapping[str, Any]) -> dict[str, Any]:
+    loaded = json.loads(text) if isinstance(text, str) else dict(text)
+    return {name: _json_to_moment(value) for name, value in loaded.items()}
+
+
+def _moment_to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$moment": value.astimezone(UTC).isoformat()}
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be a template value")
+
+
+def _json_to_moment(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$moment"}:
+        return datetime.fromisoformat(value["$moment"])
+    return value
 
 
 def notification_id(cause_event_id: UUID, template: TemplateName) -> UUID:
