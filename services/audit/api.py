@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from uuid import uuid4
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from eventkit.http.auth import Principal, require_permission
 from eventkit.http.problems import NOT_FOUND, SERVICE_UNAVAILABLE, VALIDATION_ERROR, Problem
 from eventkit.personal_data import KeyResolver, KeyUnavailable
 from eventkit.runtime import ServiceRuntime
-from schemas.access import AuditLogQueried
+from schemas.access import AuditLogExported, AuditLogQueried
 from services.audit import checkpoints, queries
 from services.audit.access import actor_uuid, record_access
 from services.audit.checkpoints import CheckpointSigner
+from services.audit.export import ExportRequest, ExportResult, plan, stream
 from services.audit.settings import AuditSettings
 from services.audit.verification import RangeError, verify
 
@@ -43,6 +47,7 @@ def audit_context(request: Request) -> AuditContext:
 
 Context = Annotated[AuditContext, Depends(audit_context)]
 Viewer = Annotated[Principal, Depends(require_permission("view_audit_log"))]
+Exporter = Annotated[Principal, Depends(require_permission("export_audit_log"))]
 
 
 def invalid(field: str, message: str) -> Problem:
@@ -148,5 +153,41 @@ def build_router() -> APIRouter:
         await queried(context, principal, endpoint="GET /v1/audit/verify", filters=filters,
                       count=report.checked)
         return report.as_json()
+
+    @router.get("/export", summary="Stream a verifiable export, ending with its checkpoint",
+                response_class=StreamingResponse)
+    async def export_log(
+        context: Context,
+        principal: Exporter,
+        first: Annotated[int | None, Query(alias="from", ge=1, le=2**62)] = None,
+        last: Annotated[int | None, Query(alias="to", ge=1, le=2**62)] = None,
+        type: Annotated[str | None, Query(pattern=EVENT_TYPE, max_length=200)] = None,
+        subject: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        format: Annotated[Literal["ndjson", "csv"], Query()] = "ndjson",
+    ) -> StreamingResponse:
+        request = ExportRequest(first=first, last=last, type=type, subject=subject, format=format)
+        pool = context.runtime.store.pool
+        try:
+            start, end, checkpoint = await plan(pool, context.signer, request)
+        except RangeError as error:
+            raise invalid(error.field, str(error)) from error
+        export_id = uuid4()
+
+        async def body() -> AsyncIterator[bytes]:
+            result = ExportResult()
+            async for chunk in stream(pool, context.signer, request, start, end, checkpoint,
+                                      result):
+                yield chunk
+            await record_access(
+                context.runtime.store,
+                AuditLogExported(actor_id=actor_uuid(principal), export_id=export_id,
+                                 filters=request.filters(), entry_count=result.entries,
+                                 export_sha256=result.sha256),
+                topic=context.settings.audit_access_topic, actor=principal.subject,
+            )
+
+        media = "application/x-ndjson" if format == "ndjson" else "text/csv"
+        return StreamingResponse(body(), media_type=media, headers={
+            "Content-Disposition": f'attachment; filename="audit-{export_id}.{format}"'})
 
     return router
