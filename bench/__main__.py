@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from bench import append, consume, relay
+from bench import append, audit, consume, relay
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
 
@@ -51,6 +51,9 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
             results["consume"] = await consume.run(
                 dsn, kafka.bootstrap, topic=results["relay"]["topic"], events=events * 5
             )
+        if "audit" in only:
+            print("audit: ingest with hashing vs bare consumer, verify, export…", file=sys.stderr)
+            results["audit"] = await audit.run(pg, kafka.bootstrap, events=events * 10)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
@@ -60,7 +63,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=4000, help="events per append run")
     parser.add_argument(
-        "--only", default="append,relay,consume", help="comma-separated: append,relay,consume"
+        "--only", default="append,relay,consume,audit",
+        help="comma-separated: append,relay,consume,audit",
     )
     args = parser.parse_args()
     report = asyncio.run(main(args.events, set(args.only.split(","))))
