@@ -1,21 +1,33 @@
 """Events of the invitations service, on ``invitations.invitation``.
 
-The invitation code itself never leaves the service: events carry only its
-keyed hash, enough to tell whether a presented code is the right one.
+The invitation code is a secret. Events carry its keyed hash, enough to tell
+whether a presented code is the right one, and the events that make an e-mail
+go out carry the code itself encrypted like personal data, under the key the
+invitations service keeps for that invitation (the subject of the ciphertext
+is the invitation id): notifications can put it into the e-mail, and erasing
+the key makes every copy unreadable.
 """
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from eventkit.registry import EventData
+from eventkit.registry import PERSONAL, EventData
 from schemas.roles import RoleAssignment
 from schemas.values import Digest, Email, Endpoint, Greeting, Locale, Reason, Timestamp
 
 INVITATION_TOPIC = "invitations.invitation"
+
+# Marked personal so eventkit.personal_data encrypts it; never in clear on the wire.
+InvitationCode = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    PERSONAL,
+    Field(description="The invitation code, encrypted with the invitation's personal-data key."),
+]
 
 
 class InvitationCreated(
@@ -45,6 +57,7 @@ class InvitationCreated(
     batch_id: UUID | None = Field(
         default=None, description="The bulk upload that created it, if one did."
     )
+    invitation_code: InvitationCode | None = None
 
     @model_validator(mode="after")
     def _validity_is_a_period(self) -> Self:
@@ -64,6 +77,7 @@ class InvitationResent(
 
     invitation_id: UUID
     resent_by: UUID
+    invitation_code: InvitationCode | None = None
 
 
 class InvitationReminderDue(
@@ -78,6 +92,7 @@ class InvitationReminderDue(
     invitation_id: UUID
     reminder_number: int = Field(ge=1)
     valid_until: Timestamp
+    invitation_code: InvitationCode | None = None
 
 
 class InvitationRevoked(
@@ -133,6 +148,7 @@ class InvitationSendDue(
     invitation_id: UUID
     valid_from: Timestamp
     valid_until: Timestamp
+    invitation_code: InvitationCode | None = None
 
 
 class InvitationUrlViewed(

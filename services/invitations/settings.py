@@ -1,13 +1,85 @@
-"""The invitations service's settings: every variable of eventkit's ServiceSettings."""
+"""The invitations service's settings: every variable of eventkit's ServiceSettings, and its own.
+
+``INVITATIONS_SECRET`` is the root of the service's own secrets (the keyed
+hash of invitee e-mails, the key that wraps invitation data keys at rest).
+``INVITATION_CODE_KEY`` is shared with identity: both hash a presented code
+with it. Both defaults are for the local stack only.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
+from uuid import UUID
+
+from pydantic import Field, SecretStr, field_validator
 
 from eventkit.settings import Port, ServiceSettings
+
+DEV_SECRET = "guestlist-local-development-invitations-secret"  # noqa: S105 - public dev default
+# Must equal identity's INVITATION_CODE_KEY (its default is this same text).
+DEV_INVITATION_CODE_KEY = "guestlist-local-development-invitation-codes"
+# The community every registered person is a member of, unless an invitation names another.
+DEFAULT_COMMUNITY_ID = UUID("00000000-0000-4000-8000-000000000001")
 
 
 class InvitationsSettings(ServiceSettings):
     # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
     service_name: Literal["invitations"] = "invitations"
     http_port: Port = 8002
+
+    invitations_secret: SecretStr = SecretStr(DEV_SECRET)
+    invitation_code_key: SecretStr = SecretStr(DEV_INVITATION_CODE_KEY)
+
+    # Where an invitee registers; the code is appended as ?code=...
+    invitation_url_base: str = "http://127.0.0.1:8001/register"
+    platform_name: str = Field(default="Guestlist", min_length=1, max_length=200)
+    default_community_id: UUID = DEFAULT_COMMUNITY_ID
+
+    invitation_validity: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
+    invitation_max_validity: timedelta = Field(default=timedelta(days=365), gt=timedelta(0))
+    resend_interval: timedelta = Field(default=timedelta(minutes=15), ge=timedelta(0))
+    inviter_send_limit: int = Field(default=10, ge=1)
+    inviter_send_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    reminder_before_expiry: timedelta = Field(default=timedelta(days=3), ge=timedelta(0))
+
+    # How often the scheduler looks for due expiries, reminders and opened windows (s).
+    scheduler_interval: float = Field(default=10.0, gt=0)
+    scheduler_batch: int = Field(default=200, ge=1)
+    bulk_max_rows: int = Field(default=10_000, ge=1)
+    # Public code lookups per client address and window.
+    lookup_rate_limit: int = Field(default=30, ge=1)
+    lookup_rate_window: timedelta = Field(default=timedelta(minutes=1), gt=timedelta(0))
+
+    # Topics read; overridable so tests can run on topics of their own.
+    user_topic: str = "identity.user"
+    delivery_topic: str = "notifications.delivery"
+
+    @field_validator(
+        "invitation_validity", "invitation_max_validity", "resend_interval",
+        "inviter_send_window", "reminder_before_expiry", "lookup_rate_window", mode="before",
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # RESEND_INTERVAL=900 means seconds; ISO 8601 (PT15M) still works.
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
+    @field_validator("invitation_validity")
+    @classmethod
+    def _default_fits(cls, value: timedelta) -> timedelta:
+        if value > timedelta(days=365):
+            raise ValueError("the default validity may be at most a year")
+        return value
+
+    @field_validator("invitation_max_validity")
+    @classmethod
+    def _at_most_a_year(cls, value: timedelta) -> timedelta:
+        if value > timedelta(days=365):
+            raise ValueError("an invitation may be valid for at most a year")
+        return value
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.invitations_secret.get_secret_value() == DEV_SECRET

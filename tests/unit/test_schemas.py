@@ -192,7 +192,9 @@ def test_the_schema_refuses_data_the_model_refuses() -> None:
 def test_personal_data_is_marked_where_design_says_it_lives() -> None:
     assert personal_fields(identity.UserRegistered) == ("email", "name")
     assert personal_fields(identity.LoginFailed) == ("ip_address",)
-    assert personal_fields(invitations.InvitationCreated) == ("invitee_email", "greeting")
+    assert personal_fields(invitations.InvitationCreated) == (
+        "invitee_email", "greeting", "invitation_code"
+    )
     assert personal_fields(notifications.NotificationSent) == ("recipient_email",)
     schema = load_schema(invitations.InvitationCreated)
     assert schema["properties"]["invitee_email"]["x-personal-data"] is True

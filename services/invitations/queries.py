@@ -1,0 +1,151 @@
+"""Reads: one invitation for organizers, the public view of a code, a batch's progress."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from eventkit.personal_data import ERASED
+from eventkit.store import Transaction
+from schemas.roles import RoleAssignment
+from services.invitations.handlers import (
+    InvitationHandlers,
+    InvitationNotFound,
+    PersonalDataErased,
+    _connection,
+)
+
+
+class InvitationView(BaseModel):
+    id: UUID
+    status: str
+    invitee_email: str
+    inviter_id: UUID
+    roles: list[RoleAssignment]
+    locale: str
+    greeting: str | None
+    valid_from: datetime
+    valid_until: datetime
+    created_at: datetime
+    last_sent_at: datetime | None
+    sent_count: int
+    accepted_at: datetime | None
+    accepted_user_id: UUID | None
+    batch_id: UUID | None
+    version: int
+
+
+class PublicInvitationView(BaseModel):
+    """What the registration page may show to whoever holds the code."""
+
+    platform_name: str
+    roles: list[RoleAssignment]
+    greeting: str | None
+    locale: str
+    valid_from: datetime
+    valid_until: datetime
+    status: str
+
+
+class BatchRowView(BaseModel):
+    row: int
+    outcome: str
+    invitation_id: UUID | None = None
+    reason: str | None = None
+
+
+class BatchView(BaseModel):
+    batch_id: UUID
+    submitted_by: UUID
+    submitted_at: datetime
+    completed_at: datetime | None
+    total: int
+    processed: int
+    created: int
+    duplicate: int
+    invalid: int
+    rows: list[BatchRowView]
+
+
+async def _opened(
+    handlers: InvitationHandlers, tx: Transaction, invitation_id: UUID, value: str | None
+) -> str | None:
+    try:
+        return await handlers.open_field(tx, invitation_id, value)
+    except PersonalDataErased:
+        return ERASED
+
+
+async def invitation_view(
+    handlers: InvitationHandlers, tx: Transaction, invitation_id: UUID
+) -> InvitationView:
+    row = await _connection(tx).fetchrow(
+        "SELECT * FROM invitations WHERE invitation_id = $1", invitation_id
+    )
+    if row is None:
+        raise InvitationNotFound(str(invitation_id))
+    created = (await handlers.load(tx, invitation_id)).created
+    return InvitationView(
+        id=invitation_id, status=row["status"],
+        invitee_email=await _opened(handlers, tx, invitation_id, created.invitee_email) or ERASED,
+        inviter_id=row["inviter_id"], roles=_roles(row["roles"]), locale=row["locale"],
+        greeting=await _opened(handlers, tx, invitation_id, created.greeting),
+        valid_from=row["valid_from"], valid_until=row["valid_until"],
+        created_at=row["created_at"], last_sent_at=row["last_sent_at"],
+        sent_count=row["sent_count"], accepted_at=row["accepted_at"],
+        accepted_user_id=row["accepted_user_id"], batch_id=row["batch_id"],
+        version=row["version"],
+    )
+
+
+async def public_view(
+    handlers: InvitationHandlers, tx: Transaction, code: str, *, platform_name: str
+) -> PublicInvitationView:
+    row = await _connection(tx).fetchrow(
+        "SELECT invitation_id, status, roles, locale, valid_from, valid_until "
+        "FROM invitations WHERE code_hash = $1",
+        handlers.secrets.code_hash(code),
+    )
+    if row is None:
+        raise InvitationNotFound("no invitation has this code")
+    created = (await handlers.load(tx, row["invitation_id"])).created
+    return PublicInvitationView(
+        platform_name=platform_name, roles=_roles(row["roles"]),
+        greeting=await _opened(handlers, tx, row["invitation_id"], created.greeting),
+        locale=row["locale"], valid_from=row["valid_from"], valid_until=row["valid_until"],
+        status=row["status"],
+    )
+
+
+async def batch_view(tx: Transaction, batch_id: UUID) -> BatchView:
+    conn = _connection(tx)
+    batch = await conn.fetchrow("SELECT * FROM invitation_batches WHERE batch_id = $1", batch_id)
+    if batch is None:
+        raise InvitationNotFound(str(batch_id))
+    rows = await conn.fetch(
+        "SELECT row_number, outcome, invitation_id, reason FROM invitation_batch_rows "
+        "WHERE batch_id = $1 AND outcome IS NOT NULL ORDER BY row_number",
+        batch_id,
+    )
+    counts = {"created": 0, "duplicate": 0, "invalid": 0}
+    for row in rows:
+        counts[row["outcome"]] += 1
+    return BatchView(
+        batch_id=batch_id, submitted_by=batch["submitted_by"],
+        submitted_at=batch["submitted_at"], completed_at=batch["completed_at"],
+        total=batch["total"], processed=len(rows), **counts,
+        rows=[
+            BatchRowView(row=row["row_number"], outcome=row["outcome"],
+                         invitation_id=row["invitation_id"], reason=row["reason"])
+            for row in rows
+        ],
+    )
+
+
+def _roles(value: Any) -> list[RoleAssignment]:
+    data = json.loads(value) if isinstance(value, str) else value
+    return [RoleAssignment.model_validate(item) for item in data]
