@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from guestlist.audit_cli import audit_app
 from guestlist.dlq_cli import dlq_app
 from guestlist.stack import control, local
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
 
 VarDir = Annotated[
     Path, typer.Option("--var-dir", help="Where the stack keeps data, logs and its state file.")

@@ -12,11 +12,13 @@ import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eventkit.envelope import format_time
 from services.audit.domain import (
     GENESIS_HASH,
     CanonicalFormError,
     ChainCheck,
     LogEntry,
+    canonical_time,
     chain,
     checkpoint_due,
     checkpoint_statement,
@@ -131,3 +133,8 @@ def test_checkpoints_fall_due_on_multiples_of_n(head: int, last: int, every: int
     assert checkpoint_due(head=head, last_signed=last, every=every) == due
 
 
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
+def test_the_canonical_time_is_the_wire_time(moment: datetime) -> None:
+    assert canonical_time(moment) == format_time(moment)
