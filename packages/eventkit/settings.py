@@ -13,10 +13,22 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _seconds_or_iso(value: object) -> object:
+    # TTL=86400 means seconds; ISO 8601 (PT24H) and pydantic's own forms still work.
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+# A length of time from the environment: whole seconds or ISO 8601. A type rather
+# than a validator method, so a subclass's validators cannot shadow it.
+Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -69,7 +81,7 @@ class ServiceSettings(BaseSettings):
     otel_exporter: OtelExporter = OtelExporter.NONE
     otel_exporter_otlp_endpoint: str | None = None
 
-    idempotency_ttl: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    idempotency_ttl: Duration = Field(default=timedelta(hours=24), gt=timedelta(0))
 
     @field_validator("database_url")
     @classmethod
@@ -95,14 +107,6 @@ class ServiceSettings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [origin.strip() for origin in text.split(",") if origin.strip()]
-        return value
-
-    @field_validator("idempotency_ttl", mode="before")
-    @classmethod
-    def _seconds(cls, value: object) -> object:
-        # IDEMPOTENCY_TTL=86400 means seconds; ISO 8601 (PT24H) still works.
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
         return value
 
     @property
