@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import Field, SecretStr, field_validator
 
-from eventkit.settings import Port, ServiceSettings
+from eventkit.settings import Duration, Port, ServiceSettings
 
 DEV_SECRET = "guestlist-local-development-invitations-secret"  # noqa: S105 - public dev default
 # Must equal identity's INVITATION_CODE_KEY (its default is this same text).
@@ -36,12 +36,14 @@ class InvitationsSettings(ServiceSettings):
     platform_name: str = Field(default="Guestlist", min_length=1, max_length=200)
     default_community_id: UUID = DEFAULT_COMMUNITY_ID
 
-    invitation_validity: timedelta = Field(default=timedelta(days=30), gt=timedelta(0))
-    invitation_max_validity: timedelta = Field(default=timedelta(days=365), gt=timedelta(0))
-    resend_interval: timedelta = Field(default=timedelta(minutes=15), ge=timedelta(0))
+    # Lengths of time: whole seconds (RESEND_INTERVAL=900) or ISO 8601 (PT15M).
+    invitation_validity: Duration = Field(default=timedelta(days=30), gt=timedelta(0))
+    invitation_max_validity: Duration = Field(default=timedelta(days=365), gt=timedelta(0))
+    resend_interval: Duration = Field(default=timedelta(minutes=15), ge=timedelta(0))
     inviter_send_limit: int = Field(default=10, ge=1)
-    inviter_send_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
-    reminder_before_expiry: timedelta = Field(default=timedelta(days=3), ge=timedelta(0))
+    inviter_send_window: Duration = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    # InvitationReminderDue goes out this many days before valid_until (0: no reminder).
+    reminder_days_before_expiry: int = Field(default=3, ge=0, le=365)
 
     # How often the scheduler looks for due expiries, reminders and opened windows (s).
     scheduler_interval: float = Field(default=10.0, gt=0)
@@ -49,22 +51,11 @@ class InvitationsSettings(ServiceSettings):
     bulk_max_rows: int = Field(default=10_000, ge=1)
     # Public code lookups per client address and window.
     lookup_rate_limit: int = Field(default=30, ge=1)
-    lookup_rate_window: timedelta = Field(default=timedelta(minutes=1), gt=timedelta(0))
+    lookup_rate_window: Duration = Field(default=timedelta(minutes=1), gt=timedelta(0))
 
     # Topics read; overridable so tests can run on topics of their own.
     user_topic: str = "identity.user"
     delivery_topic: str = "notifications.delivery"
-
-    @field_validator(
-        "invitation_validity", "invitation_max_validity", "resend_interval",
-        "inviter_send_window", "reminder_before_expiry", "lookup_rate_window", mode="before",
-    )
-    @classmethod
-    def _seconds(cls, value: object) -> object:
-        # RESEND_INTERVAL=900 means seconds; ISO 8601 (PT15M) still works.
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        return value
 
     @field_validator("invitation_validity")
     @classmethod
@@ -79,6 +70,10 @@ class InvitationsSettings(ServiceSettings):
         if value > timedelta(days=365):
             raise ValueError("an invitation may be valid for at most a year")
         return value
+
+    @property
+    def reminder_before_expiry(self) -> timedelta:
+        return timedelta(days=self.reminder_days_before_expiry)
 
     @property
     def uses_dev_secret(self) -> bool:

@@ -1,0 +1,109 @@
+"""The invitations service's smaller parts: settings, secrets, the lookup limit, CSV uploads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from eventkit.http.problems import Problem
+from eventkit.settings import ConfigurationError, load_settings
+from services.invitations.bulk import BadUpload, rows_from_csv
+from services.invitations.runtime import LookupLimit
+from services.invitations.secrets import ServiceSecrets, is_well_formed_code, new_code
+from services.invitations.settings import InvitationsSettings
+
+URL = "postgresql://guestlist@127.0.0.1:5432/guestlist_invitations"
+
+
+def test_defaults_follow_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = InvitationsSettings(database_url=URL)
+
+    assert settings.http_port == 8002
+    assert settings.invitation_validity == timedelta(days=30)
+    assert settings.reminder_before_expiry == timedelta(days=3)
+    assert (settings.resend_interval, settings.inviter_send_limit) == (timedelta(minutes=15), 10)
+    assert settings.uses_dev_secret
+
+
+def test_durations_read_seconds_and_the_base_settings_still_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESEND_INTERVAL", "60")
+    monkeypatch.setenv("INVITATION_VALIDITY", "P7D")
+    monkeypatch.setenv("IDEMPOTENCY_TTL", "120")
+
+    settings = InvitationsSettings(database_url=URL)
+
+    assert settings.resend_interval == timedelta(minutes=1)
+    assert settings.invitation_validity == timedelta(days=7)
+    assert settings.idempotency_ttl == timedelta(minutes=2)
+
+
+def test_a_validity_longer_than_a_year_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    monkeypatch.setenv("INVITATION_MAX_VALIDITY", str(400 * 86400))
+
+    with pytest.raises(ConfigurationError, match="INVITATION_MAX_VALIDITY"):
+        load_settings(InvitationsSettings)
+
+
+def test_codes_carry_192_random_bits_and_only_their_hash_is_kept() -> None:
+    codes = {new_code() for _ in range(1000)}
+    secrets = ServiceSecrets.from_settings(InvitationsSettings(database_url=URL))
+    code = next(iter(codes))
+
+    assert len(codes) == 1000 and all(is_well_formed_code(c) for c in codes)
+    assert not is_well_formed_code("x'--") and not is_well_formed_code(code + "A")
+    assert secrets.code_hash(code) == secrets.code_hash(f" {code} ")
+    assert code not in secrets.code_hash(code) and len(secrets.code_hash(code)) == 64
+    assert secrets.email_hash("Ada@Example.org ") == secrets.email_hash("ada@example.org")
+    assert repr(secrets) == "ServiceSecrets(…)"
+
+
+def test_the_code_hash_key_is_the_one_identity_uses() -> None:
+    # identity's DEV_INVITATION_CODE_KEY: both services must hash a code alike.
+    assert InvitationsSettings(database_url=URL).invitation_code_key.get_secret_value() == (
+        "guestlist-local-development-invitation-codes"
+    )
+
+
+def test_lookups_are_limited_per_client_in_a_sliding_window() -> None:
+    now = [0.0]
+    limit = LookupLimit(limit=2, window=60, clock=lambda: now[0])
+    limit.check("a")
+    limit.check("a")
+    limit.check("b")
+
+    with pytest.raises(Problem) as refused:
+        limit.check("a")
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "60"
+    now[0] = 60.5
+    limit.check("a")
+
+
+def test_a_csv_upload_becomes_rows_with_empty_cells_left_to_defaults() -> None:
+    rows = rows_from_csv(
+        "invitee_email,platform_role,locale\r\nada@example.org,,de\r\ngrace@example.org,x,\r\n",
+        max_rows=10,
+    )
+
+    assert rows == [
+        {"invitee_email": "ada@example.org", "locale": "de"},
+        {"invitee_email": "grace@example.org", "platform_role": "x"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("email\nada@example.org\n", "invitee_email column"),
+        ("invitee_email,shoe_size\nada@example.org,44\n", "unknown CSV columns: shoe_size"),
+        ("invitee_email\n", "no rows"),
+        ("invitee_email\na@b.c\nd@e.f\ng@h.i\n", "at most 2 rows"),
+    ],
+)
+def test_an_unreadable_csv_is_refused_as_a_whole(text: str, message: str) -> None:
+    with pytest.raises(BadUpload, match=message):
+        rows_from_csv(text, max_rows=2)
