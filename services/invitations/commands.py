@@ -21,7 +21,9 @@ def _email(value: str) -> str:
     return value
 
 
-InviteeEmail = Annotated[str, AfterValidator(_email)]
+InviteeEmail = Annotated[
+    str, AfterValidator(_email), Field(max_length=254, json_schema_extra={"format": "email"})
+]
 GreetingText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
