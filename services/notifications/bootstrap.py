@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -77,7 +78,10 @@ def build_app(
         migrations=[MIGRATIONS],
         subscriptions=[Subscription(
             group=GROUP, handler=decisions,
-            topics=[settings.user_topic, settings.platform_topic, settings.invitation_topic],
+            # A pattern, not a list: a topic that does not exist yet (a stack still being
+            # created) is picked up when it appears instead of stalling the consumer.
+            pattern="^(" + "|".join(re.escape(topic) for topic in (
+                settings.user_topic, settings.platform_topic, settings.invitation_topic)) + ")$",
         )],
     )  # fmt: skip
     delivery_log = DeliveryLog(renderer=renderer, contact_email=settings.contact_email)
