@@ -220,6 +220,7 @@ class UserDeleted(EventData, service="identity", name="UserDeleted", version=1, 
     """
 
     user_id: UUID
+    reason: Reason | None = Field(default=None, description="Why staff deleted the account.")
 
 
 class PlatformSettingsChanged(

@@ -1,9 +1,300 @@
-"""The identity service's HTTP routes, under /v1."""
+"""The identity service's HTTP routes: parse, call a handler, answer. Errors are problems."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from eventkit.http.auth import CurrentPrincipal, Principal, require_permission
+from eventkit.http.problems import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Problem
+from eventkit.personal_data import encode_key
+from schemas.roles import Role, RoleAssignment, RoleScope
+from services.identity.account_handlers import AccountHandlers
+from services.identity.commands import (
+    ChangePassword,
+    ConfirmEmail,
+    DeleteUser,
+    GrantRole,
+    PlatformSettingsBody,
+    RefreshSession,
+    RegisterUser,
+    RequestPasswordReset,
+    ResetPassword,
+    ServiceTokenRequest,
+    SignIn,
+    SuspendUser,
+    UpdateProfile,
+    password_problem,
+)
+from services.identity.problems import PURPOSE_REQUIRED, WEAK_PASSWORD
+from services.identity.queries import export, profile
+from services.identity.service_clients import ServiceClients
+from services.identity.session_handlers import SessionHandlers
+
+PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHandlers:
+    accounts: AccountHandlers
+    sessions: SessionHandlers
+    service_clients: ServiceClients
+    password_min_length: int
+
+
+def _handlers(request: Request) -> IdentityHandlers:
+    handlers = request.app.state.identity
+    assert isinstance(handlers, IdentityHandlers)
+    return handlers
+
+
+Handlers = Annotated[IdentityHandlers, Depends(_handlers)]
+Purpose = Annotated[
+    str | None,
+    Header(alias="X-Purpose", pattern=PURPOSE_PATTERN,
+           description="Why personal data is read, e.g. support_ticket; recorded."),
+]
+
+# Module-level: routes' annotations are resolved in this module's namespace.
+SettingsManager = Annotated[Principal, Depends(require_permission("manage_platform_settings"))]
+UserManager = Annotated[Principal, Depends(require_permission("manage_platform_users"))]
+PersonDeleter = Annotated[Principal, Depends(require_permission("delete_person"))]
+PersonReader = Annotated[Principal, Depends(require_permission("read_person"))]
+PersonUpdater = Annotated[Principal, Depends(require_permission("update_person"))]
+KeyReader = Annotated[Principal, Depends(require_permission("read_personal_data_keys"))]
+
+
+def _user(principal: Principal) -> UUID:
+    try:
+        return UUID(principal.subject)
+    except ValueError:
+        raise Problem(type_=FORBIDDEN, detail="this needs a person's token") from None
+
+
+def _check_password(h: IdentityHandlers, password: str, email: str | None, field: str) -> None:
+    problem = password_problem(password, email, h.password_min_length)
+    if problem is not None:
+        raise Problem(type_=WEAK_PASSWORD, detail=f"{field} {problem}", field=field)
 
 
 def build_router() -> APIRouter:
-    return APIRouter(prefix="/v1", tags=["identity"])
+    router = APIRouter(prefix="/v1", tags=["identity"])
+
+    @router.post("/users", status_code=201)
+    async def register_user(command: RegisterUser, h: Handlers) -> dict[str, Any]:
+        _check_password(h, command.password.get_secret_value(), command.email, "password")
+        registered = await h.accounts.register(command)
+        return {"user_id": str(registered.user_id), "status": registered.status.value,
+                **registered.written.body()}
+
+    @router.post("/users/confirm")
+    async def confirm_email(command: ConfirmEmail, h: Handlers) -> dict[str, Any]:
+        user_id, written = await h.accounts.confirm(command.token)
+        return {"user_id": str(user_id), "status": "active", **written.body()}
+
+    @router.get("/platform/settings")
+    async def get_platform_settings(
+        h: Handlers, _: SettingsManager
+    ) -> dict[str, Any]:
+        async with h.accounts.work.store.transaction() as tx:
+            current, version = await h.accounts.platform_settings(tx)
+        return {**current.model_dump(mode="json"), "version": version}
+
+    @router.put("/platform/settings")
+    async def put_platform_settings(
+        body: PlatformSettingsBody, h: Handlers, principal: SettingsManager
+    ) -> dict[str, Any]:
+        async with h.accounts.work.store.transaction() as tx:
+            event, written = await h.accounts.change_platform_settings(
+                tx, body.model_dump(), by=_user(principal)
+            )
+        return {**event.model_dump(mode="json"), **written.body()}
+
+    # -- sessions -----------------------------------------------------------------
+
+    @router.post("/sessions", status_code=201)
+    async def sign_in(command: SignIn, request: Request, h: Handlers) -> dict[str, object]:
+        tokens = await h.sessions.sign_in(
+            email=command.email, password=command.password.get_secret_value(),
+            client_address=request.client.host if request.client else None,
+        )
+        return tokens.body(h.sessions.work.clock())
+
+    @router.post("/sessions/refresh")
+    async def refresh(command: RefreshSession, h: Handlers) -> dict[str, object]:
+        tokens = await h.sessions.refresh(command.refresh_token)
+        return tokens.body(h.sessions.work.clock())
+
+    @router.delete("/sessions/current", status_code=204)
+    async def sign_out(principal: CurrentPrincipal, h: Handlers) -> Response:
+        if principal.session_id is None:
+            raise Problem(type_=UNAUTHORIZED, detail="the token names no session")
+        await h.sessions.sign_out(user_id=_user(principal),
+                                  session_id=UUID(principal.session_id))
+        return Response(status_code=204)
+
+    @router.post("/me/password", status_code=204)
+    async def change_password(
+        command: ChangePassword, principal: CurrentPrincipal, h: Handlers
+    ) -> Response:
+        _check_password(h, command.new_password.get_secret_value(), None, "new_password")
+        await h.sessions.change_password(
+            _user(principal), command.current_password.get_secret_value(),
+            command.new_password.get_secret_value(),
+        )
+        return Response(status_code=204)
+
+    @router.post("/password-resets", status_code=202)
+    async def request_password_reset(command: RequestPasswordReset, h: Handlers) -> Response:
+        await h.sessions.request_reset(command.email)
+        return Response(status_code=202)
+
+    @router.post("/password-resets/confirm", status_code=204)
+    async def reset_password(command: ResetPassword, h: Handlers) -> Response:
+        _check_password(h, command.new_password.get_secret_value(), None, "new_password")
+        await h.sessions.reset_password(command.token, command.new_password.get_secret_value())
+        return Response(status_code=204)
+
+    # -- staff actions ------------------------------------------------------------
+
+    @router.post("/users/{user_id}/suspend")
+    async def suspend(
+        user_id: UUID, command: SuspendUser, h: Handlers,
+        principal: UserManager,
+    ) -> dict[str, Any]:
+        written = await h.accounts.suspend(user_id, command, by=_user(principal))
+        return {"user_id": str(user_id), "status": "suspended", **written.body()}
+
+    @router.post("/users/{user_id}/reactivate")
+    async def reactivate(
+        user_id: UUID, h: Handlers, principal: UserManager
+    ) -> dict[str, Any]:
+        written = await h.accounts.reactivate(user_id, by=_user(principal))
+        return {"user_id": str(user_id), "status": "active", **written.body()}
+
+    @router.delete("/users/{user_id}")
+    async def delete_user(
+        user_id: UUID, h: Handlers,
+        principal: PersonDeleter,
+        command: Annotated[DeleteUser, Body()],
+    ) -> dict[str, Any]:
+        written = await h.accounts.delete(user_id, command, by=_user(principal))
+        return {"user_id": str(user_id), "status": "deleted", **written.body()}
+
+    @router.post("/users/{user_id}/roles", status_code=201)
+    async def grant_role(
+        user_id: UUID, command: GrantRole, h: Handlers, principal: CurrentPrincipal
+    ) -> dict[str, Any]:
+        written = await h.accounts.grant(user_id, command, by=_user(principal))
+        return {"user_id": str(user_id), **command.model_dump(mode="json"), **written.body()}
+
+    @router.delete("/users/{user_id}/roles/{scope}/{role}")
+    async def revoke_role(
+        user_id: UUID, scope: RoleScope, role: Role, h: Handlers, principal: CurrentPrincipal,
+        community_id: Annotated[UUID | None, Query()] = None,
+    ) -> dict[str, Any]:
+        try:
+            assignment = RoleAssignment(role=role, scope=scope, community_id=community_id)
+        except ValueError as error:
+            raise Problem(type_="validation-error", detail=str(error), field="role") from None
+        written = await h.accounts.revoke(user_id, assignment, by=_user(principal))
+        return {"user_id": str(user_id), **written.body()}
+
+    # -- personal data ------------------------------------------------------------
+
+    @router.get("/users/{user_id}")
+    async def read_user(
+        user_id: UUID, h: Handlers, principal: PersonReader, purpose: Purpose = None,
+    ) -> dict[str, Any]:
+        if purpose is None:
+            raise Problem(type_=PURPOSE_REQUIRED, field="X-Purpose",
+                          detail="send X-Purpose: why you read this person's data")
+        work = h.accounts.work
+        async with work.store.transaction() as tx:
+            shown = await profile(work, tx, user_id)
+            await work.viewed(tx, actor=_user(principal), subject=user_id,
+                              fields=("email", "name", "locale"),
+                              endpoint="GET /v1/users/{user_id}", purpose=purpose)
+        return shown
+
+    @router.patch("/users/{user_id}")
+    async def update_user(
+        user_id: UUID, command: UpdateProfile, h: Handlers,
+        principal: PersonUpdater,
+    ) -> dict[str, Any]:
+        written = await h.accounts.update_profile(user_id, command, by=_user(principal))
+        return {"user_id": str(user_id), **written.body()}
+
+    @router.get("/me")
+    async def me(
+        principal: CurrentPrincipal, h: Handlers, purpose: Purpose = None
+    ) -> dict[str, Any]:
+        user_id = _user(principal)
+        work = h.accounts.work
+        async with work.store.transaction() as tx:
+            shown = await profile(work, tx, user_id)
+            await work.viewed(tx, actor=user_id, subject=user_id,
+                              fields=("email", "name", "locale"), endpoint="GET /v1/me",
+                              purpose=purpose or "self_service")
+        return shown
+
+    @router.patch("/me")
+    async def update_me(
+        command: UpdateProfile, principal: CurrentPrincipal, h: Handlers
+    ) -> dict[str, Any]:
+        user_id = _user(principal)
+        written = await h.accounts.update_profile(user_id, command, by=user_id)
+        return {"user_id": str(user_id), **written.body()}
+
+    @router.get("/me/export")
+    async def export_me(principal: CurrentPrincipal, h: Handlers) -> JSONResponse:
+        user_id = _user(principal)
+        work = h.accounts.work
+        async with work.store.transaction() as tx:
+            document = await export(work, tx, user_id)
+            await h.accounts.exported(tx, user_id)
+        return JSONResponse(document, headers={
+            "Content-Disposition": f'attachment; filename="guestlist-{user_id}.json"'})
+
+    @router.post("/me/deletion-request", status_code=202)
+    async def request_deletion(principal: CurrentPrincipal, h: Handlers) -> dict[str, Any]:
+        written, delete_after = await h.accounts.request_deletion(_user(principal))
+        return {"delete_after": delete_after.isoformat(), **written.body()}
+
+    # -- service clients ------------------------------------------------------------
+
+    @router.post("/service-tokens")
+    async def service_token(command: ServiceTokenRequest, h: Handlers) -> dict[str, Any]:
+        return await h.service_clients.token(command)
+
+    @router.get("/internal/personal-data-keys/{subject_id}")
+    async def personal_data_key(
+        subject_id: UUID, h: Handlers, principal: KeyReader, purpose: Purpose = None,
+    ) -> dict[str, str]:
+        work = h.accounts.work
+        async with work.store.transaction() as tx:
+            key = await work.data_keys.get(tx.connection, subject_id)
+            if key is None:
+                raise Problem(type_=NOT_FOUND, detail="no key: erased or never existed")
+            await work.viewed(tx, actor=UUID(principal.subject), subject=subject_id,
+                              fields=("data_key",),
+                              endpoint="GET /v1/internal/personal-data-keys/{subject_id}",
+                              purpose=purpose or "decrypt_events")
+        return {"subject_id": str(subject_id), "key": encode_key(key)}
+
+    return router
+
+
+def build_jwks_router() -> APIRouter:
+    router = APIRouter(tags=["keys"])
+
+    @router.get("/.well-known/jwks.json")
+    async def jwks(request: Request) -> dict[str, Any]:
+        keys: dict[str, Any] = await request.app.state.signing_keys.jwks()
+        return keys
+
+    return router

@@ -2,24 +2,158 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from eventkit.http.app import create_service_app
-from eventkit.runtime import ServiceRuntime
-from services.identity.api import build_router
+from eventkit.http.auth import JwksKeySet, RevokedSessions, TokenVerifier
+from eventkit.http.problems import CONFLICT, Problem, problem_body, problem_response
+from eventkit.logging import get_logger
+from eventkit.revocations import revocation_subscription
+from eventkit.runtime import ServiceRuntime, Subscription
+from eventkit.store import ConcurrencyError, utc_now
+from schemas.catalog import build_registry
+from schemas.invitations import INVITATION_TOPIC
+from services.identity.account_handlers import AccountHandlers
+from services.identity.api import IdentityHandlers, build_jwks_router, build_router
+from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
+from services.identity.derived_keys import DerivedKeys
+from services.identity.domain import DomainError, LockoutPolicy
+from services.identity.handlers import UnitOfWork
+from services.identity.mail import Mailer
+from services.identity.personal_data_keys import PersonalDataKeys
+from services.identity.problems import problem_for
+from services.identity.service_clients import ServiceClients
+from services.identity.session_handlers import SessionHandlers
 from services.identity.settings import IdentitySettings
+from services.identity.signing_keys import SigningKeys, TokenMinter
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = get_logger("identity")
 
 
 def build_app(settings: IdentitySettings) -> FastAPI:
-    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS])
-    return create_service_app(
-        settings,
-        routers=[build_router()],
-        readiness_checks=runtime.readiness_checks(),
-        lifespan=runtime.lifespan,
-        registry=runtime.registry,
+    keys = DerivedKeys.from_settings(settings)
+    registry = build_registry()
+    revoked = RevokedSessions()
+    runtime = ServiceRuntime(
+        settings, migrations=[MIGRATIONS],
+        subscriptions=[
+            Subscription(group=INVITATIONS_GROUP, topics=[INVITATION_TOPIC],
+                         handler=InvitationCopy(registry=registry, keys=keys)),
+            revocation_subscription(revoked, service="identity"),
+        ],
     )
+    signing_keys = SigningKeys(
+        lambda: runtime.store.pool, wrapping_key=keys.signing_key_wrapping,
+        rotation=settings.signing_key_rotation, token_ttl=settings.access_token_ttl,
+    )
+    minter = TokenMinter(signing_keys, issuer=settings.jwt_issuer,
+                         audience=settings.jwt_audience, ttl=settings.access_token_ttl)
+    mailer = Mailer(host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from)
+    work = UnitOfWork(
+        store=lambda: runtime.store, registry=registry, keys=keys,
+        data_keys=PersonalDataKeys(keys.data_key_wrapping), revoked=revoked, clock=utc_now,
+    )
+    accounts = AccountHandlers(
+        work, mailer=mailer, public_url=settings.public_url,
+        confirmation_ttl=settings.confirmation_token_ttl, deletion_grace=settings.deletion_grace,
+    )
+    sessions = SessionHandlers(
+        work, minter=minter,
+        policy=LockoutPolicy(settings.lockout_threshold, settings.lockout_window,
+                             settings.lockout_duration),
+        refresh_ttl=settings.refresh_token_ttl, reset_ttl=settings.password_reset_ttl,
+        mailer=mailer, public_url=settings.public_url,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.lifespan(app):
+            if settings.uses_dev_secret:
+                log.warning("IDENTITY_SECRET is the local development default; "
+                            "set it before serving real people")
+            await signing_keys.ensure_current()
+            stopping = asyncio.Event()
+            task = asyncio.create_task(_scheduler(accounts, signing_keys, settings, stopping))
+            try:
+                yield
+            finally:
+                stopping.set()
+                await task
+                await mailer.drain()
+
+    app = create_service_app(
+        settings, routers=[build_router(), build_jwks_router()],
+        readiness_checks=runtime.readiness_checks(), lifespan=lifespan,
+        revoked_sessions=revoked, registry=runtime.registry,
+    )
+    app.state.identity = IdentityHandlers(
+        accounts=accounts, sessions=sessions,
+        service_clients=ServiceClients(settings, minter, utc_now),
+        password_min_length=settings.password_min_length,
+    )
+    app.state.signing_keys = signing_keys
+    # Identity verifies its own tokens from its own key table, not over HTTP to itself.
+    app.state.token_verifier = TokenVerifier(
+        _local_key_set(signing_keys, settings), issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, revoked=revoked,
+    )
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(ConcurrencyError, _on_concurrency_error)
+    return app
+
+
+def _local_key_set(signing_keys: SigningKeys, settings: IdentitySettings) -> JwksKeySet:
+    async def answer(_request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=await signing_keys.jwks())
+
+    return JwksKeySet(
+        "http://identity.internal/.well-known/jwks.json",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+        cache_seconds=settings.jwks_cache_seconds, refetch_interval_seconds=1.0,
+    )
+
+
+async def _scheduler(
+    accounts: AccountHandlers, signing_keys: SigningKeys, settings: IdentitySettings,
+    stopping: asyncio.Event,
+) -> None:
+    """Timed reactivations, requested deletions and key rotation, safe with two replicas."""
+    ticks = 0
+    while not stopping.is_set():
+        try:
+            await accounts.run_due_work()
+            ticks += 1
+            if ticks % 60 == 0:
+                await signing_keys.ensure_current()
+        except Exception as error:  # one bad tick must not stop the schedule
+            log.warning("scheduled work failed", error=repr(error))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=settings.scheduler_interval)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return _render(request, problem_for(exc))
+
+
+async def _on_concurrency_error(request: Request, _exc: Exception) -> JSONResponse:
+    return _render(request, Problem(
+        type_=CONFLICT, detail="the account changed meanwhile; retry", headers={"Retry-After": "1"}
+    ))
+
+
+def _render(request: Request, problem: Problem) -> JSONResponse:
+    body = problem_body(
+        request, type_uri=problem.problem_type.uri, title=problem.title, status=problem.status,
+        detail=problem.detail, extra=problem.extra,
+    )
+    return problem_response(body, headers=problem.headers)

@@ -256,9 +256,11 @@ class User:
             UserDeletionRequested(user_id=self.user_id, requested_by=by, delete_after=now + grace)
         ]
 
-    def delete(self, *, now: datetime) -> list[EventData]:
+    def delete(self, *, now: datetime, reason: str | None = None) -> list[EventData]:
         self._move(UserStatus.DELETED)
-        return [self._revoke_sessions(now, "deleted"), UserDeleted(user_id=self.user_id)]
+        return [
+            self._revoke_sessions(now, "deleted"), UserDeleted(user_id=self.user_id, reason=reason)
+        ]
 
     def grant_role(
         self,

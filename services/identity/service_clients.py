@@ -1,0 +1,48 @@
+"""Service clients: other Guestlist services that fetch personal-data keys.
+
+Each is configured in ``IDENTITY_SECRET``'s neighbour ``SERVICE_CLIENTS``
+(``audit=<secret>,projections=<secret>``). ``POST /v1/service-tokens`` with a
+client's name and secret answers a short-lived access token whose ``sub`` is
+the client's fixed UUID and whose only permission is ``read_personal_data_keys``;
+no person's role carries that permission. Each key read with it is recorded
+as ``PersonalDataViewed`` on ``identity.access``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from eventkit.http.problems import Problem
+from services.identity.commands import ServiceTokenRequest
+from services.identity.handlers import service_subject
+from services.identity.problems import INVALID_CREDENTIALS
+from services.identity.settings import IdentitySettings
+from services.identity.signing_keys import TokenMinter
+
+
+class ServiceClients:
+    def __init__(
+        self, settings: IdentitySettings, minter: TokenMinter, clock: Callable[[], datetime]
+    ) -> None:
+        self._secrets = {name: s.get_secret_value() for name, s in settings.service_clients.items()}
+        self._minter = minter
+        self._ttl = settings.service_token_ttl
+        self._clock = clock
+
+    async def token(self, request: ServiceTokenRequest) -> dict[str, Any]:
+        expected = self._secrets.get(request.client_id, "")
+        given = request.client_secret.get_secret_value()
+        # Compared even for unknown clients, so timing tells nothing.
+        if not hmac.compare_digest(expected.encode(), given.encode()) or not expected:
+            raise Problem(type_=INVALID_CREDENTIALS, detail="unknown client or wrong secret")
+        now = self._clock()
+        subject = service_subject(request.client_id)
+        access = await self._minter.mint(
+            subject=str(subject), session_id=f"service-{request.client_id}",
+            permissions=frozenset({"read_personal_data_keys"}), now=now, ttl=self._ttl,
+        )
+        return {"access_token": access.token, "token_type": "Bearer",
+                "expires_in": int(self._ttl.total_seconds()), "client_id": request.client_id}

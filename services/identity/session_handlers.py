@@ -1,0 +1,256 @@
+"""Sessions: sign-in with lockout, refresh rotation with reuse detection, sign-out, passwords.
+
+Answers never tell whether an e-mail has an account: every wrong e-mail or
+password gets the same problem, after the same argon2 work. Only someone who
+knows the password learns the account's state (unconfirmed, suspended, locked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
+
+from eventkit.http.problems import Problem
+from eventkit.postgres_store import PostgresTransaction
+from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
+from services.identity.domain import LockoutPolicy, UserStatus
+from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
+from services.identity.mail import Mailer
+from services.identity.passwords import hash_password, verify_password
+from services.identity.problems import (
+    ACCOUNT_UNAVAILABLE,
+    INVALID_CREDENTIALS,
+    INVALID_REFRESH_TOKEN,
+    INVALID_TOKEN,
+)
+from services.identity.signing_keys import TokenMinter
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    access_token: str
+    expires_at: datetime
+    refresh_token: str
+    session_id: UUID
+    user_id: UUID
+
+    def body(self, now: datetime) -> dict[str, object]:
+        return {
+            "access_token": self.access_token, "token_type": "Bearer",
+            "expires_in": int((self.expires_at - now).total_seconds()),
+            "refresh_token": self.refresh_token, "session_id": str(self.session_id),
+            "user_id": str(self.user_id),
+        }
+
+
+def _bad_credentials() -> Problem:
+    return Problem(type_=INVALID_CREDENTIALS, detail="check the e-mail and the password")
+
+
+class SessionHandlers:
+    def __init__(
+        self, work: UnitOfWork, *, minter: TokenMinter, policy: LockoutPolicy,
+        refresh_ttl: timedelta, reset_ttl: timedelta, mailer: Mailer, public_url: str,
+    ) -> None:
+        self.work = work
+        self.minter = minter
+        self._policy = policy
+        self._refresh_ttl = refresh_ttl
+        self._reset_ttl = reset_ttl
+        self._mailer = mailer
+        self._public_url = public_url.rstrip("/")
+
+    async def sign_in(self, *, email: str, password: str, client_address: str | None) -> Tokens:
+        row = await self.work.store.pool.fetchrow(
+            "SELECT user_id, password_hash FROM credentials WHERE email_hash = $1",
+            self.work.keys.email_hash(email),
+        )
+        correct = await verify_password(row["password_hash"] if row else None, password)
+        if row is None:
+            raise _bad_credentials()
+        user_id: UUID = row["user_id"]
+        address = (
+            self.work.keys.client_address_hash(client_address) if client_address else None
+        )
+        now = self.work.clock()
+        refusal: LoginFailure | None = None
+        async with self.work.store.transaction() as tx:
+            user = await self.work.load_user(tx, user_id)
+            if not correct:
+                locked = user.is_locked(now)
+                failure: LoginFailure = "account_locked" if locked else "wrong_password"
+                events = user.sign_in_failed(now=now, policy=self._policy, failure=failure,
+                                             client_address_hash=address)
+                await self.work.append_to_user(tx, user, events, actor=user_id)
+            else:
+                refusal = user.sign_in_refusal(now)
+                if refusal is not None:
+                    events = user.sign_in_failed(now=now, policy=self._policy, failure=refusal,
+                                                 client_address_hash=address)
+                    await self.work.append_to_user(tx, user, events, actor=user_id)
+                else:
+                    session_id = uuid4()
+                    refresh = await self._open_session(tx, user_id, session_id, now)
+                    events = user.signed_in(session_id=session_id,
+                                            expires_at=now + self._refresh_ttl, now=now)
+                    await self.work.append_to_user(tx, user, events, actor=user_id)
+        # Failures are recorded (committed) before they are answered.
+        if not correct:
+            raise _bad_credentials()
+        if refusal is not None:
+            raise Problem(type_=ACCOUNT_UNAVAILABLE, detail=_REFUSALS[refusal], reason=refusal)
+        access = await self.minter.mint(
+            subject=str(user_id), session_id=str(session_id), permissions=user.permissions,
+            now=now,
+        )
+        return Tokens(access.token, access.expires_at, refresh, session_id, user_id)
+
+    async def _open_session(
+        self, tx: PostgresTransaction, user_id: UUID, session_id: UUID, now: datetime
+    ) -> str:
+        await tx.connection.execute(
+            "INSERT INTO sessions (session_id, user_id, expires_at) VALUES ($1, $2, $3)",
+            session_id, user_id, now + self._refresh_ttl,
+        )
+        return await self._issue_refresh(tx, session_id)
+
+    async def _issue_refresh(self, tx: PostgresTransaction, session_id: UUID) -> str:
+        token = new_secret_token()
+        await tx.connection.execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)",
+            token_hash(token), session_id,
+        )
+        return token
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        now = self.work.clock()
+        reused = False
+        async with self.work.store.transaction() as tx:
+            row = await tx.connection.fetchrow(
+                "SELECT r.session_id, r.replaced_at, s.user_id, s.revoked_at, s.expires_at "
+                "FROM refresh_tokens r JOIN sessions s USING (session_id) "
+                "WHERE r.token_hash = $1 FOR UPDATE OF r, s", token_hash(refresh_token),
+            )
+            if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
+                raise Problem(type_=INVALID_REFRESH_TOKEN, detail="sign in again")
+            session_id, user_id = row["session_id"], row["user_id"]
+            if row["replaced_at"] is not None:
+                # Someone holds an old token of this family: end the whole session.
+                reused = True
+                event = SessionsRevoked(user_id=user_id, issued_before=now,
+                                        cause="refresh_token_reused", session_id=session_id)
+                await self._revoke_session(tx, user_id, session_id, event)
+            else:
+                user = await self.work.load_user(tx, user_id)
+                if user.sign_in_refusal(now) is not None:
+                    raise Problem(type_=INVALID_REFRESH_TOKEN, detail="sign in again")
+                await tx.connection.execute(
+                    "UPDATE refresh_tokens SET replaced_at = now() WHERE token_hash = $1",
+                    token_hash(refresh_token),
+                )
+                new_refresh = await self._issue_refresh(tx, session_id)
+        if reused:
+            self.work.apply_revocations([event], now)
+            raise Problem(type_=INVALID_REFRESH_TOKEN,
+                          detail="this refresh token was used before; the session was ended")
+        access = await self.minter.mint(
+            subject=str(user_id), session_id=str(session_id), permissions=user.permissions,
+            now=now,
+        )
+        return Tokens(access.token, access.expires_at, new_refresh, session_id, user_id)
+
+    async def _revoke_session(
+        self, tx: PostgresTransaction, user_id: UUID, session_id: UUID, event: SessionsRevoked
+    ) -> None:
+        await tx.connection.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE session_id = $1", session_id
+        )
+        user = await self.work.load_user(tx, user_id)
+        await self.work.append_to_user(tx, user, [event], actor=user_id)
+
+    async def sign_out(self, *, user_id: UUID, session_id: UUID) -> None:
+        now = self.work.clock()
+        event = SessionsRevoked(user_id=user_id, issued_before=now, cause="user_request",
+                                session_id=session_id)
+        async with self.work.store.transaction() as tx:
+            await self._revoke_session(tx, user_id, session_id, event)
+        self.work.apply_revocations([event], now)
+
+    async def _set_password(
+        self, tx: PostgresTransaction, user_id: UUID, new_password: str, *, via_reset: bool
+    ) -> None:
+        now = self.work.clock()
+        await tx.connection.execute(
+            "UPDATE credentials SET password_hash = $2, changed_at = now() WHERE user_id = $1",
+            user_id, await hash_password(new_password),
+        )
+        user = await self.work.load_user(tx, user_id)
+        events = [
+            PasswordChanged(user_id=user_id, via_reset=via_reset),
+            SessionsRevoked(user_id=user_id, issued_before=now, cause="password_changed"),
+        ]
+        await self.work.append_to_user(tx, user, events, actor=user_id)
+        await tx.connection.execute(
+            "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id,
+        )
+        self.work.apply_revocations(events, now)
+
+    async def change_password(self, user_id: UUID, current: str, new: str) -> None:
+        password_hash = await self.work.store.pool.fetchval(
+            "SELECT password_hash FROM credentials WHERE user_id = $1", user_id
+        )
+        if not await verify_password(password_hash, current):
+            raise Problem(type_=INVALID_CREDENTIALS, detail="the current password is wrong",
+                          field="current_password")
+        async with self.work.store.transaction() as tx:
+            await self._set_password(tx, user_id, new, via_reset=False)
+
+    async def request_reset(self, email: str) -> None:
+        """Always answered the same way; only a known, live account gets a mail."""
+        user_id = await self.work.store.pool.fetchval(
+            "SELECT user_id FROM credentials WHERE email_hash = $1",
+            self.work.keys.email_hash(email),
+        )
+        if user_id is None:
+            return
+        now = self.work.clock()
+        token = new_secret_token()
+        async with self.work.store.transaction() as tx:
+            user = await self.work.load_user(tx, user_id)
+            if user.status in (UserStatus.DELETED, None):
+                return
+            await tx.connection.execute(
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at) "
+                "VALUES ($1, $2, 'reset_password', $3)", token_hash(token), user_id,
+                now + self._reset_ttl,
+            )
+            event = PasswordResetRequested(user_id=user_id, expires_at=now + self._reset_ttl)
+            await self.work.append_to_user(tx, user, [event], actor=user_id)
+        self._mailer.send_later(
+            to=email, subject="Reset your password",
+            body=f"Choose a new password: {self._public_url}/reset?token={token}\n"
+            f"reset token: {token}\n",
+        )
+
+    async def reset_password(self, token: str, new_password: str) -> UUID:
+        async with self.work.store.transaction() as tx:
+            user_id: UUID | None = await tx.connection.fetchval(
+                "UPDATE one_time_tokens SET used_at = now() WHERE token_hash = $1 "
+                "AND purpose = 'reset_password' AND used_at IS NULL AND expires_at > now() "
+                "RETURNING user_id", token_hash(token),
+            )
+            if user_id is None:
+                raise Problem(type_=INVALID_TOKEN, field="token", detail="ask for a new link")
+            await self._set_password(tx, user_id, new_password, via_reset=True)
+        return user_id
+
+
+_REFUSALS: dict[LoginFailure, str] = {
+    "email_unconfirmed": "confirm your e-mail address first",
+    "account_suspended": "the account is suspended",
+    "account_locked": "too many failed attempts; try again later",
+    "account_deleted": "the account was deleted",
+    "wrong_password": "check the e-mail and the password",
+}
