@@ -17,6 +17,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from eventkit.settings import ServiceSettings
+from guestlist.stack.kafka import create_topics
+from guestlist.stack.topology import stack_topics
 from services.audit.bootstrap import build_app as build_audit
 from services.audit.settings import AuditSettings
 from services.identity.bootstrap import build_app as build_identity
@@ -73,6 +75,8 @@ async def running(
 async def test_the_service_starts_and_reports_itself(
     name: str, database_url: str, kafka_bootstrap: str
 ) -> None:
+    # As `guestlist up` does: consumers of a topic that does not exist never join.
+    await create_topics(kafka_bootstrap, stack_topics())
     async with running(name, database_url, kafka_bootstrap) as client:
         health = await client.get("/healthz")
         ready = await client.get("/readyz")
