@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from guestlist.admin_cli import admin_app
 from guestlist.audit_cli import audit_app
 from guestlist.dlq_cli import dlq_app
 from guestlist.stack import control, local
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 console = Console()
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 
 VarDir = Annotated[
