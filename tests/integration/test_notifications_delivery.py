@@ -118,6 +118,7 @@ class Service:
     invitation_keys: MemoryKeys
     topics: dict[str, str]
     bootstrap: str
+    signing: SigningKey
 
     async def publish(self, *envelopes: Envelope) -> None:
         publisher = KafkaPublisher(self.bootstrap)
@@ -208,7 +209,7 @@ async def running_service(
             async with httpx.AsyncClient(transport=transport, base_url="http://n") as client:
                 token = signing.mint(permissions=["view_platform_logs", "manage_platform_users"])
                 yield Service(app, client, token, identity_keys, invitation_keys, topics,
-                              kafka_bootstrap)
+                              kafka_bootstrap, signing)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = TIMEOUT) -> None:
