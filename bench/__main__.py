@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from bench import append, audit, consume, relay
+from bench import append, audit, consume, notifications, relay
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
 
@@ -54,6 +54,9 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
         if "audit" in only:
             print("audit: ingest with hashing vs bare consumer, verify, export…", file=sys.stderr)
             results["audit"] = await audit.run(pg, kafka.bootstrap, events=events * 10)
+        if "notifications" in only:
+            print("notifications: render + SMTP sink vs aiosmtplib pre-rendered…", file=sys.stderr)
+            results["notifications"] = await notifications.run()
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
@@ -64,7 +67,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=4000, help="events per append run")
     parser.add_argument(
         "--only", default="append,relay,consume,audit",
-        help="comma-separated: append,relay,consume,audit",
+        help="comma-separated: append,relay,consume,audit,notifications",
     )
     args = parser.parse_args()
     report = asyncio.run(main(args.events, set(args.only.split(","))))

@@ -31,7 +31,6 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
@@ -58,7 +57,7 @@ from services.notifications.domain import (
 )
 from services.notifications.mailer import Mailer, SendFailure
 from services.notifications.personal_data import PersonalDataReader
-from services.notifications.rendering import Renderer
+from services.notifications.rendering import Renderer, as_email
 
 log = structlog.get_logger(__name__)
 GROUP = "notifications"
@@ -184,18 +183,8 @@ class Sender:
         template = TemplateName(row["template"])
         mail = self._renderer.render(template, locale=row["locale"], platform=platform,
                                      params=params, contact_email=self._contact)
-        message = EmailMessage()
-        message["From"] = self._from
-        message["To"] = address
-        message["Subject"] = mail.subject
-        message["Message-ID"] = row["message_id"]
-        message["Date"] = format_datetime(now)
-        message["Auto-Submitted"] = "auto-generated"
-        message["X-Guestlist-Template"] = str(template)
-        message.set_content(mail.text)
-        message.add_alternative(mail.html, subtype="html")
-        # After the parts: setting the content drops Content-* headers set before it.
-        message["Content-Language"] = mail.locale
+        message = as_email(mail, template=template, sender=self._from, to=address,
+                           message_id=row["message_id"], at=now)
         return message, address
 
     async def _reveal(self, sealed: str, owner: str) -> str:

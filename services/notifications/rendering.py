@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -162,3 +164,23 @@ class Renderer:
         text = _tidy(text_template.render(context))
         html = environment.get_template(f"{template}.html").render({**context, "subject": subject})
         return RenderedMail(subject=" ".join(subject.split()), text=text, html=html, locale=chosen)
+
+
+def as_email(
+    mail: RenderedMail, *, template: TemplateName, sender: str, to: str, message_id: str,
+    at: datetime,
+) -> EmailMessage:
+    """The multipart/alternative message: the text part first, the HTML part preferred."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = mail.subject
+    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(at)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Guestlist-Template"] = str(template)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    # After the parts: setting the content drops Content-* headers set before it.
+    message["Content-Language"] = mail.locale
+    return message
