@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -36,6 +37,9 @@ async def test_support_staff_follow_a_person_s_mails_and_see_erased_after_erasur
                                      locale="uk")
         suspended = envelope(UserSuspended(user_id=user_id, reason="Spam",
                                            until=datetime(2031, 1, 1, tzinfo=UTC)), str(user_id))
+        # The suspended person's own token, issued before the suspension.
+        own = service.signing.mint(sub=str(user_id), permissions=["view_platform_logs"],
+                                   iat=int(time.time()) - 5)
         await service.publish(platform(), joined, suspended)
 
         async def sent() -> bool:
@@ -48,6 +52,13 @@ async def test_support_staff_follow_a_person_s_mails_and_see_erased_after_erasur
                                            params={"person": str(user_id)}, headers=auth)).json()
         [item] = listed["items"]
         one = await service.client.get(f"/v1/notifications/{item['id']}", headers=auth)
+
+        async def refused() -> bool:
+            answer = await service.client.get(
+                "/v1/templates", headers={"Authorization": f"Bearer {own}"})
+            return answer.status_code == 401
+
+        await eventually(refused, timeout=30)
         again = await service.client.post(f"/v1/notifications/{item['id']}/retry", headers=auth)
 
         # Erasure: identity destroys the person's key.
