@@ -23,7 +23,12 @@ class InvalidPosition(ValueError):
 
 
 def position_of(event: RecordedEvent) -> str:
-    return _PREFIX + base64.urlsafe_b64encode(event.envelope.id.bytes).rstrip(b"=").decode()
+    return position_of_id(event.envelope.id)
+
+
+def position_of_id(event_id: UUID) -> str:
+    """The token of the event ``event_id``, as a reader that saw it on Kafka names it."""
+    return _PREFIX + base64.urlsafe_b64encode(event_id.bytes).rstrip(b"=").decode()
 
 
 def event_id_of(position: str) -> UUID:

@@ -2,24 +2,109 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
+from eventkit.http.auth import RevokedSessions
+from eventkit.personal_data import HttpKeyResolver, KeyResolver, KeyUnavailable, ServiceCredentials
+from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
+from schemas.catalog import build_registry
+from services.projections import directory
 from services.projections.api import build_router
+from services.projections.context import ProjectionsContext
+from services.projections.live import LiveChanges
+from services.projections.personal_data import Revealer
+from services.projections.projector import ProjectionMetrics, Projector
+from services.projections.readmodels import ReadModel
 from services.projections.settings import ProjectionsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+READ_MODELS: tuple[ReadModel, ...] = (directory.READ_MODEL,)
 
 
-def build_app(settings: ProjectionsSettings) -> FastAPI:
-    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS])
-    return create_service_app(
+class _NoCredentials:
+    async def token(self) -> str:
+        raise KeyUnavailable("SERVICE_CLIENT_SECRET is not set: personal data cannot be opened")
+
+
+def _key_resolvers(settings: ProjectionsSettings, client: httpx.AsyncClient
+                   ) -> dict[str, KeyResolver]:
+    secret = settings.service_client_secret
+    credentials = _NoCredentials() if secret is None else ServiceCredentials(
+        f"{settings.identity_url.rstrip('/')}/v1/service-tokens",
+        client_id=settings.service_client_id, client_secret=secret.get_secret_value(),
+        client=client,
+    )  # fmt: skip
+    return {
+        owner: HttpKeyResolver(url, client=client, credentials=credentials,
+                               purpose="dashboard_read_model",
+                               cache_seconds=settings.personal_data_cache_seconds)
+        for owner, url in (("identity", settings.identity_url),
+                           ("invitations", settings.invitations_url))
+    }  # fmt: skip
+
+
+def topics_of(settings: ProjectionsSettings) -> tuple[str, ...]:
+    # Every read model reads every domain topic, so any command's position can be awaited.
+    return (settings.user_topic, settings.platform_topic, settings.invitation_topic,
+            settings.delivery_topic)
+
+
+def build_app(
+    settings: ProjectionsSettings, *, keys: Mapping[str, KeyResolver] | None = None
+) -> FastAPI:
+    """The service; tests pass their own key resolvers (identity, invitations)."""
+    revoked = RevokedSessions()
+    runtime = ServiceRuntime(
+        settings, migrations=[MIGRATIONS],
+        subscriptions=[revocation_subscription(revoked, service=settings.service_name,
+                                               topic=settings.user_topic)],
+    )
+    projector = Projector(
+        models=READ_MODELS, topics=topics_of(settings), bootstrap=settings.kafka_bootstrap,
+        group_prefix=settings.projections_group_prefix, registry=build_registry(),
+        metrics=ProjectionMetrics(runtime.registry), poll_seconds=settings.version_poll_seconds,
+        max_lag=settings.readiness_max_lag,
+    )
+    key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+    live = LiveChanges()
+    context = ProjectionsContext(
+        settings=settings, runtime=runtime, projector=projector, live=live,
+        revealer=Revealer(keys if keys is not None else _key_resolvers(settings, key_client)),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime.lifespan(app):
+            await live.start(settings.database_dsn)
+            stopping = asyncio.Event()
+            projecting = asyncio.create_task(projector.run(runtime.store, stopping),
+                                             name="projector")
+            try:
+                yield
+            finally:
+                stopping.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(projecting, timeout=60.0)
+                await live.stop()
+                await key_client.aclose()
+
+    app = create_service_app(
         settings,
         routers=[build_router()],
-        readiness_checks=runtime.readiness_checks(),
-        lifespan=runtime.lifespan,
+        readiness_checks=[*runtime.readiness_checks(), *projector.readiness_checks()],
+        lifespan=lifespan,
+        revoked_sessions=revoked,
         registry=runtime.registry,
     )
+    app.state.projections = context
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,232 @@
+"""What a read model is, and how one version of it applies events exactly once.
+
+A read model has a name, tables of its own whose names carry the version
+(``directory_users_v2``), a projection that applies one event to them, and a
+failed-events table. Each version consumes as its own consumer group
+(``projections.<name>.v<version>``), so the inbox (``processed_events``) and
+the Kafka offsets of one version never mix with another's, and a rebuild
+fills the next version from the start of the topics while the current one
+serves. ``read_models.active_version`` says which version answers reads.
+
+Events are applied in batches inside the inbox's transaction, with the
+partition's checkpoint row. When a batch fails the inbox retries it event by
+event; an event that then fails for a reason in its data (not the database
+being away) is recorded in the failed-events table and skipped, as ZITADEL's
+projections do, instead of stopping the read model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from eventkit.consumer import BatchHandler, Delivery
+from eventkit.database import Connection
+from eventkit.envelope import Envelope
+from eventkit.position import position_of_id
+from eventkit.postgres_store import PostgresTransaction
+from eventkit.registry import EventData, EventRegistry, InvalidEventData, UnknownEventType
+from eventkit.store import Transaction
+
+log = structlog.get_logger(__name__)
+
+# pg_notify channel for live updates; the payload names the read model and position.
+CHANGES_CHANNEL = "projections_changes"
+
+
+class Tables:
+    """Table names of one version: ``Tables("directory", 3)["users"]`` -> ``directory_users_v3``."""
+
+    def __init__(self, read_model: str, version: int) -> None:
+        if version < 1:
+            raise ValueError("versions start at 1")
+        self.read_model = read_model
+        self.version = version
+
+    def __getitem__(self, base: str) -> str:
+        # Names come from code, never from a request; quoted anyway.
+        return f'"{self.read_model}_{base}_v{self.version}"'
+
+
+Projection = Callable[[Connection, Tables, Envelope, EventData], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModel:
+    """A read model: its tables (SQL with ``{table}`` placeholders) and its projection."""
+
+    name: str
+    # CREATE TABLE / INDEX statements; ``{users}`` stands for the versioned table name.
+    ddl: str
+    tables: tuple[str, ...]
+    project: Projection
+    # Index names are per version too (PostgreSQL names share one namespace).
+    indexes: tuple[str, ...] = ()
+
+    def failed_table(self, version: int) -> str:
+        return Tables(self.name, version)["failed_events"]
+
+    def create_sql(self, version: int) -> str:
+        names = Tables(self.name, version)
+        placeholders = {base: names[base] for base in (*self.tables, *self.indexes)}
+        return self.ddl.format(**placeholders) + _FAILED.format(
+            failed=self.failed_table(version)
+        )
+
+    def drop_sql(self, version: int) -> str:
+        names = Tables(self.name, version)
+        tables = [names[base] for base in self.tables] + [self.failed_table(version)]
+        return f"DROP TABLE IF EXISTS {', '.join(tables)} CASCADE"
+
+
+_FAILED = """
+CREATE TABLE IF NOT EXISTS {failed} (
+    event_id   uuid        PRIMARY KEY,
+    event_type text        NOT NULL,
+    topic      text        NOT NULL,
+    partition  integer     NOT NULL,
+    "offset"   bigint      NOT NULL,
+    error      text        NOT NULL,
+    failed_at  timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+# Errors that say something about the event, not about the database being reachable.
+_EVENT_ERRORS: tuple[type[Exception], ...] = (
+    InvalidEventData, ValueError, KeyError, TypeError, LookupError,
+    asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+)
+
+
+def group_name(prefix: str, read_model: str, version: int) -> str:
+    return f"{prefix}.{read_model}.v{version}"
+
+
+def connection_of(tx: Transaction) -> Connection:
+    if not isinstance(tx, PostgresTransaction):
+        raise TypeError("read models live in PostgreSQL")
+    return tx.connection
+
+
+async def prepare(connection: Connection, models: Sequence[ReadModel]) -> dict[str, int]:
+    """Register each read model (version 1 the first time), create its active tables."""
+    active: dict[str, int] = {}
+    for model in models:
+        await connection.execute(
+            "INSERT INTO read_models (name, active_version) VALUES ($1, 1) "
+            "ON CONFLICT (name) DO NOTHING", model.name)
+        version = await active_version(connection, model.name)
+        await create_version(connection, model, version)
+        active[model.name] = version
+    return active
+
+
+async def create_version(connection: Connection, model: ReadModel, version: int) -> None:
+    # Serialized: two replicas starting at once must not race on CREATE TABLE.
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext('projections.ddl'))")
+        await connection.execute(model.create_sql(version))
+
+
+async def active_version(connection: Connection | asyncpg.Pool[Any], name: str) -> int:
+    version = await connection.fetchval(
+        "SELECT active_version FROM read_models WHERE name = $1", name)
+    if version is None:
+        raise LookupError(f"no read model named {name!r}")
+    return int(version)
+
+
+async def last_position(
+    connection: Connection | asyncpg.Pool[Any], name: str, version: int
+) -> str | None:
+    """The position token of the last event this version applied, None before the first."""
+    event_id = await connection.fetchval(
+        "SELECT last_event_id FROM read_model_checkpoints WHERE name = $1 AND version = $2 "
+        "ORDER BY updated_at DESC LIMIT 1", name, version)
+    return None if event_id is None else position_of_id(event_id)
+
+
+def batch_handler(
+    model: ReadModel, version: int, registry: EventRegistry,
+    *, on_failed: Callable[[], None] = lambda: None,
+) -> BatchHandler:
+    """The consumer's batch handler for ``version`` of ``model``."""
+    tables = Tables(model.name, version)
+    failed_table = model.failed_table(version)
+
+    async def apply_batch(deliveries: Sequence[Delivery], tx: Transaction) -> None:
+        connection = connection_of(tx)
+        if len(deliveries) == 1:
+            # The inbox retries a failed batch one event at a time: here an event whose
+            # data cannot be applied is set aside, in a savepoint, and the model moves on.
+            delivery = deliveries[0]
+            try:
+                async with connection.transaction():
+                    await _apply(model, tables, registry, connection, delivery.envelope)
+            except _EVENT_ERRORS as error:
+                await _record_failure(connection, failed_table, delivery, error)
+                on_failed()
+        else:
+            for delivery in deliveries:
+                await _apply(model, tables, registry, connection, delivery.envelope)
+        await _checkpoint(connection, model.name, version, deliveries)
+
+    return apply_batch
+
+
+async def _apply(
+    model: ReadModel, tables: Tables, registry: EventRegistry, connection: Connection,
+    envelope: Envelope,
+) -> None:
+    try:
+        event = registry.decode(envelope)
+    except UnknownEventType:
+        return  # a type this reader does not know (a newer producer): nothing to show
+    await model.project(connection, tables, envelope, event)
+
+
+async def _record_failure(
+    connection: Connection, table: str, delivery: Delivery, error: Exception
+) -> None:
+    message, envelope = delivery.message, delivery.envelope
+    log.error("event set aside by read model", table=table, event_id=str(envelope.id),
+              type=envelope.type, error=repr(error))
+    await connection.execute(
+        f"INSERT INTO {table} (event_id, event_type, topic, partition, \"offset\", error) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        envelope.id, envelope.type, message.topic, message.partition, message.offset,
+        f"{type(error).__name__}: {error}"[:2000])
+
+
+async def _checkpoint(
+    connection: Connection, name: str, version: int, deliveries: Sequence[Delivery]
+) -> None:
+    last: dict[tuple[str, int], Delivery] = {}
+    counts: dict[tuple[str, int], int] = {}
+    for delivery in deliveries:
+        where = (delivery.message.topic, delivery.message.partition)
+        last[where] = delivery
+        counts[where] = counts.get(where, 0) + 1
+    await connection.executemany(
+        "INSERT INTO read_model_checkpoints AS c (name, version, topic, partition, next_offset, "
+        "events_applied, last_event_id, last_event_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+        "ON CONFLICT (name, version, topic, partition) DO UPDATE SET "
+        "next_offset = greatest(c.next_offset, excluded.next_offset), "
+        "events_applied = c.events_applied + excluded.events_applied, "
+        "last_event_id = excluded.last_event_id, last_event_at = excluded.last_event_at, "
+        "updated_at = clock_timestamp()",
+        [(name, version, topic, partition, d.message.offset + 1, counts[(topic, partition)],
+          d.envelope.id, d.envelope.time) for (topic, partition), d in last.items()],
+    )
+    newest = deliveries[-1].envelope
+    # Delivered to listeners when this transaction commits, never before or if it rolls back.
+    await connection.execute(
+        "SELECT pg_notify($1, $2)", CHANGES_CHANNEL,
+        json.dumps({"read_model": name, "version": version, "applied": len(deliveries),
+                    "position": position_of_id(newest.id), "at": newest.time.isoformat()}),
+    )
