@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from eventkit.envelope import Envelope, EventType, source_of
 from eventkit.registry import EventData
 from schemas.catalog import build_registry
-from schemas.identity import UserRegistered
+from schemas.identity import UserDeleted, UserRegistered
 from schemas.notifications import NotificationSent
 from services.invitations.scheduler import InvitationScheduler
 from services.invitations.testing import (
@@ -225,3 +225,38 @@ async def test_bulk_upload_creates_good_rows_and_reports_bad_and_duplicate_ones(
     created = [r for r in records if r["key"] in created_ids]
     assert {r["value"]["batch_id"] for r in created} == {batch_id}
     assert {r["value"]["roles"][0]["role"] for r in created} == {"community_contributor"}
+
+
+async def test_erasing_the_person_who_accepted_makes_their_invitations_unreadable(
+    database_url: str, kafka_bootstrap: str, kafka_topics: Any
+) -> None:
+    async with running_invitations(database_url, kafka_bootstrap, kafka_topics) as inv:
+        address = email()
+        invitation_id = await invite(inv, invitee_email=address, greeting="Dear Grace")
+        user = uuid4()
+        await publish(kafka_bootstrap, inv.settings.user_topic, user, UserRegistered(
+            user_id=user, email="x", locale="en", via_invitation_id=UUID(invitation_id)))
+        await status_of(inv, invitation_id, "accepted")
+        reader = inv.auth(subject=uuid4(), permissions=["read_personal_data_keys"])
+        before = await inv.client.get(f"/v1/internal/personal-data-keys/{invitation_id}",
+                                      headers=reader)
+        manager = await inv.client.get(f"/v1/internal/personal-data-keys/{invitation_id}",
+                                       headers=inv.auth())
+        await publish(kafka_bootstrap, inv.settings.user_topic, user, UserDeleted(user_id=user))
+        async with asyncio.timeout(60):
+            while await inv.service.store.pool.fetchval("SELECT count(*) FROM invitation_keys"):
+                await asyncio.sleep(0.1)
+        view = (await inv.client.get(f"/v1/invitations/{invitation_id}",
+                                     headers=inv.auth())).json()
+        url = await inv.client.get(f"/v1/invitations/{invitation_id}/url", headers=inv.auth())
+        key = await inv.client.get(
+            f"/v1/internal/personal-data-keys/{invitation_id}",
+            headers=inv.auth(permissions=["read_personal_data_keys"]),
+        )
+
+    assert before.status_code == 200 and before.json()["key"]
+    assert manager.status_code == 403  # keys are for services, not for people
+    assert (view["invitee_email"], view["greeting"]) == ("[erased]", "[erased]")
+    assert view["status"] == "accepted"  # the history stays; only the person is gone
+    assert url.status_code == 410
+    assert key.status_code == 404
