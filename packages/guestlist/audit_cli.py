@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import uuid4
@@ -49,7 +50,8 @@ def verify_command(
     async def work() -> dict[str, Any]:
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         try:
-            return (await verify(pool, signer.public_key, first=first, last=last)).as_json()
+            return (await verify(pool, signer.public_key, first=first, last=last,
+                                 dsn=database_url, processes=os.cpu_count() or 1)).as_json()
         finally:
             await pool.close()
 

@@ -146,7 +146,8 @@ def build_router() -> APIRouter:
     ) -> dict[str, Any]:
         try:
             report = await verify(context.runtime.store.pool, context.signer.public_key,
-                                  first=first, last=last)
+                                  first=first, last=last, dsn=context.settings.database_dsn,
+                                  processes=context.settings.verify_processes)
         except RangeError as error:
             raise invalid(error.field, str(error)) from error
         filters = {k: str(v) for k, v in (("from", first), ("to", last)) if v is not None}

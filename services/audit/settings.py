@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,9 @@ class AuditSettings(ServiceSettings):
     # Ed25519 private key (PEM, PKCS#8); generated here for local development if absent.
     audit_signing_key_file: Path = Path("var/audit/checkpoint-signing-key.pem")
 
+    # Processes that recompute a long verification side by side (0: one per CPU).
+    audit_verify_processes: int = Field(default=0, ge=0, le=64)
+
     # Identity's internal key endpoint, reached with this service's own credentials;
     # without a secret the timeline cannot reveal personal data (503).
     audit_identity_url: str = "http://127.0.0.1:8001"
@@ -48,6 +52,10 @@ class AuditSettings(ServiceSettings):
         except re.error as error:
             raise ValueError(f"not a regular expression: {error}") from error
         return value
+
+    @property
+    def verify_processes(self) -> int:
+        return self.audit_verify_processes or os.cpu_count() or 1
 
     @property
     def admin_database_dsn(self) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from uuid import UUID
@@ -138,3 +139,70 @@ def test_checkpoints_fall_due_on_multiples_of_n(head: int, last: int, every: int
 @given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
 def test_the_canonical_time_is_the_wire_time(moment: datetime) -> None:
     assert canonical_time(moment) == format_time(moment)
+
+
+def scan_row(stored_entry: LogEntry, prev_hash: bytes, hash_: bytes) -> tuple[object, ...]:
+    """The entry as services/audit/recompute.py's SCAN_COLUMNS bring it from PostgreSQL."""
+    e = stored_entry
+    # jsonb's text form: its own key order and ", " / ": " separators.
+    extensions = json.dumps(dict(sorted(e.ce_extensions.items(), reverse=True)),
+                            ensure_ascii=False)
+    return (e.sequence, canonical_time(e.received_at), e.topic, e.partition, e.offset,
+            e.ce_specversion, str(e.ce_id), e.ce_source, e.ce_type, e.ce_subject,
+            canonical_time(e.ce_time), e.ce_actorid, e.ce_sequence, e.ce_traceparent,
+            extensions, e.data, prev_hash, hash_)
+
+
+@given(
+    subject=text, actor=text, data=text, traceparent=st.none() | text,
+    extensions=st.dictionaries(st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True), text),
+    offset=st.integers(0, 2**53 - 1), ce_sequence=st.integers(0, 2**53 - 1),
+    moment=st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)),
+)
+def test_rows_are_checked_against_the_rfc_8785_hash(
+    subject: str, actor: str, data: str, traceparent: str | None,
+    extensions: dict[str, str], offset: int, ce_sequence: int, moment: datetime,
+) -> None:
+    given_entries = [entry(n, ce_subject=subject, ce_actorid=actor, data=data, offset=offset,
+                           ce_traceparent=traceparent, ce_extensions=extensions, ce_time=moment,
+                           ce_sequence=ce_sequence) for n in (1, 2)]
+    prev, rows = GENESIS_HASH, []
+    for stored_entry in given_entries:
+        # The reference: the rfc8785 package, not the service's own writer.
+        digest = hashlib.sha256(rfc8785.dumps(stored_entry.canonical_object())).digest()
+        hashed = hashlib.sha256(rfc8785.dumps(
+            {"entry_sha256": digest.hex(), "prev_hash": prev.hex()})).digest()
+        rows.append(scan_row(stored_entry, prev, hashed))
+        prev = hashed
+    intact = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
+    intact.feed_rows(rows)
+    forged = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
+    forged.feed_rows([rows[0], (*rows[1][:15], rows[1][15] + " ", *rows[1][16:])])
+
+    assert (intact.ok, intact.checked, intact.head_sequence, intact.head_hash) == (
+        True, 2, 2, prev)
+    assert (forged.first_bad, forged.reason) == (2, "hash does not match the entry's content")
+
+
+def rows_of(n: int) -> list[tuple[object, ...]]:
+    return [scan_row(*stored_entry) for stored_entry in stored(n)]
+
+
+def test_given_rows_then_the_same_faults_are_found_as_entry_by_entry() -> None:
+    gap = rows_of(5)
+    del gap[1]
+    relinked = rows_of(5)
+    relinked[3] = (*relinked[3][:16], bytes(32), relinked[3][17])
+    huge = rows_of(3)
+    huge[1] = (*huge[1][:4], 2**53, *huge[1][5:])
+    checks = []
+    for rows in (gap, relinked, huge):
+        check = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1, wanted={3})
+        check.feed_rows(rows[:2])
+        check.feed_rows(rows[2:])  # chunk by chunk, as a cursor gives them
+        checks.append(check)
+
+    assert [(c.first_bad, c.reason) for c in checks] == [
+        (2, "sequence 2 is missing"), (4, "prev_hash is not the previous entry's hash"),
+        (2, "the entry has no canonical form")]
+    assert checks[0].checked == 4 and checks[1].found == {3: rows_of(5)[2][17]}
