@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from bench import append, audit, consume, notifications, relay
+from bench import append, audit, consume, identity, notifications, relay
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
 
@@ -57,6 +57,8 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
         if "notifications" in only:
             print("notifications: render + SMTP sink vs aiosmtplib pre-rendered…", file=sys.stderr)
             results["notifications"] = await notifications.run()
+        if "identity" in only:
+            results["identity"] = await identity.run(pg, kafka.bootstrap)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
