@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -13,11 +13,24 @@ from eventkit.http.auth import Principal, require_permission
 from eventkit.http.problems import NOT_FOUND, Problem
 from eventkit.personal_data import KeyUnavailable
 from schemas.roles import Role
-from services.projections import directory, directory_queries
+from services.projections import (
+    analytics,
+    directory,
+    directory_queries,
+    invitation_board,
+    invitation_queries,
+)
 from services.projections.access import record_viewed
+from services.projections.analytics import Bucket, InvitationAnalytics, RegistrationBucket
 from services.projections.consistency import Consistency, consistent_read
 from services.projections.context import ProjectionsContext, context_of
 from services.projections.directory_queries import DirectoryFilter, DirectoryUser, Sort, Status
+from services.projections.invitation_queries import (
+    InvitationFilter,
+    InvitationSort,
+    InvitationStatus,
+    InvitationView,
+)
 from services.projections.pages import decode_cursor
 from services.projections.problems import invalid, keys_unavailable
 
@@ -27,6 +40,13 @@ Reader = Annotated[Principal, Depends(require_permission("read_person"))]
 Limit = Annotated[int, Query(ge=1, le=200, description="At most this many items.")]
 Cursor = Annotated[str | None, Query(max_length=500, description="From the previous page.")]
 DirectoryConsistency = Annotated[Consistency, Depends(consistent_read(directory.NAME))]
+BoardConsistency = Annotated[Consistency, Depends(consistent_read(invitation_board.NAME))]
+InvitationManager = Annotated[Principal, Depends(require_permission("manage_invitations"))]
+Analyst = Annotated[Principal, Depends(require_permission("view_platform_analytics"))]
+From = Annotated[AwareDatetime | None, Query(alias="from", description="Default: 30 days ago.")]
+To = Annotated[AwareDatetime | None, Query(alias="to", description="Default: now.")]
+BucketQuery = Annotated[Bucket, Query(description="UTC days, ISO weeks or months.")]
+DEFAULT_PERIOD = timedelta(days=30)
 
 
 class DirectoryPageView(BaseModel):
@@ -39,6 +59,35 @@ class DirectoryPageView(BaseModel):
 class DirectoryUserView(BaseModel):
     user: DirectoryUser
     consistency: Consistency
+
+
+class InvitationPageView(BaseModel):
+    items: list[InvitationView]
+    next_cursor: str | None
+    search_truncated: bool
+    consistency: Consistency
+
+
+class InvitationAnalyticsView(InvitationAnalytics):
+    start: datetime
+    end: datetime
+    bucket: Bucket
+    consistency: Consistency
+
+
+class RegistrationsView(BaseModel):
+    start: datetime
+    end: datetime
+    bucket: Bucket
+    buckets: list[RegistrationBucket]
+    consistency: Consistency
+
+
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_PERIOD
+    _period(start, end, ("from", "to"))
+    return start, end
 
 
 def _period(start: datetime | None, end: datetime | None, names: tuple[str, str]) -> None:
@@ -112,5 +161,63 @@ def build_router() -> APIRouter:
             raise Problem(type_=NOT_FOUND, detail=f"no person {user_id} in the directory")
         await _shown(context, principal, [view], "GET /v1/directory/users/{user_id}")
         return DirectoryUserView(user=view, consistency=consistency)
+
+    @router.get("/invitations", summary="The invitation board; invitee e-mails audited")
+    async def list_invitations(
+        context: Context,
+        principal: InvitationManager,
+        consistency: BoardConsistency,
+        status: Annotated[InvitationStatus | None, Query()] = None,
+        inviter: Annotated[UUID | None, Query()] = None,
+        role: Annotated[Role | None, Query()] = None,
+        q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        valid_until_before: Annotated[AwareDatetime | None, Query()] = None,
+        sort: Annotated[InvitationSort, Query()] = "-created_at",
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> InvitationPageView:
+        after = decode_cursor(cursor, sort=sort)
+        wanted = InvitationFilter(status=status, inviter=inviter, role=role, q=q,
+                                  valid_until_before=valid_until_before)
+        try:
+            page = await invitation_queries.find_invitations(
+                context.runtime.store.pool, consistency.version, wanted, sort=sort, after=after,
+                limit=limit, revealer=context.revealer,
+                scan_limit=context.settings.search_scan_limit)
+        except (ValueError, KeyError) as error:
+            raise invalid("cursor", "not a cursor from a previous page") from error
+        except KeyUnavailable as error:
+            raise keys_unavailable() from error
+        await record_viewed(context.runtime.store, topic=context.settings.access_topic,
+                            principal=principal,
+                            subjects=invitation_queries.shown_subjects(page.items),
+                            fields=("invitee_email",), endpoint="GET /v1/invitations",
+                            purpose="invitation_board")
+        return InvitationPageView(items=page.items, next_cursor=page.next_cursor,
+                                  search_truncated=page.search_truncated, consistency=consistency)
+
+    @router.get("/analytics/invitations",
+                summary="Acceptance, inviters' success, expirations, role consistency")
+    async def invitation_analytics(
+        context: Context, _analyst: Analyst, consistency: BoardConsistency,
+        start: From = None, end: To = None, bucket: BucketQuery = "week",
+    ) -> InvitationAnalyticsView:
+        start, end = _window(start, end)
+        figures = await analytics.invitation_analytics(
+            context.runtime.store.pool, consistency.version, start=start, end=end, bucket=bucket)
+        return InvitationAnalyticsView(**figures.model_dump(), start=start, end=end,
+                                       bucket=bucket, consistency=consistency)
+
+    @router.get("/analytics/registrations",
+                summary="Registrations over time, by current status and by route")
+    async def registrations(
+        context: Context, _analyst: Analyst, consistency: DirectoryConsistency,
+        start: From = None, end: To = None, bucket: BucketQuery = "week",
+    ) -> RegistrationsView:
+        start, end = _window(start, end)
+        buckets = await analytics.registrations(
+            context.runtime.store.pool, consistency.version, start=start, end=end, bucket=bucket)
+        return RegistrationsView(start=start, end=end, bucket=bucket, buckets=buckets,
+                                 consistency=consistency)
 
     return router

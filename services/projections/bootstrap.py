@@ -17,7 +17,7 @@ from eventkit.personal_data import HttpKeyResolver, KeyResolver, KeyUnavailable,
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
-from services.projections import directory
+from services.projections import directory, invitation_board
 from services.projections.api import build_router
 from services.projections.context import ProjectionsContext
 from services.projections.live import LiveChanges
@@ -27,7 +27,7 @@ from services.projections.readmodels import ReadModel
 from services.projections.settings import ProjectionsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-READ_MODELS: tuple[ReadModel, ...] = (directory.READ_MODEL,)
+READ_MODELS: tuple[ReadModel, ...] = (directory.READ_MODEL, invitation_board.READ_MODEL)
 
 
 class _NoCredentials:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from eventkit.personal_data import ERASED
 from services.projections.directory import NAME, NIL
-from services.projections.pages import encode_cursor
+from services.projections.pages import Page, keyset_page
 from services.projections.personal_data import Revealer
 from services.projections.readmodels import Tables
 
@@ -67,13 +67,6 @@ class DirectoryFilter:
     inactive_days: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DirectoryPage:
-    items: list[DirectoryUser]
-    next_cursor: str | None
-    search_truncated: bool
-
-
 class _Query:
     def __init__(self) -> None:
         self.clauses: list[str] = []
@@ -112,46 +105,38 @@ async def find_users(
     pool: asyncpg.Pool[Any], version: int, wanted: DirectoryFilter, *, sort: Sort,
     after: dict[str, Any] | None, limit: int, revealer: Revealer, now: datetime,
     scan_limit: int,
-) -> DirectoryPage:
+) -> Page[DirectoryUser]:
     t = Tables(NAME, version)
     column = _SORT_COLUMNS[sort.lstrip("-")]
-    descending = sort.startswith("-")
-    items: list[DirectoryUser] = []
-    scanned = 0
-    position = after
-    needle = wanted.q.casefold() if wanted.q else None
-    chunk = limit + 1 if needle is None else max(limit * 2, 100)
-    while True:
+    order = "DESC" if sort.startswith("-") else "ASC"
+
+    async def fetch(position: dict[str, Any] | None, count: int) -> list[asyncpg.Record]:
         query = _where(t, wanted, now)
         if position is not None:
             key = query.arg(datetime.fromisoformat(str(position["key"])))
             ident = query.arg(UUID(str(position["id"])))
-            query.clauses.append(f"({column}, u.user_id) {'<' if descending else '>'} "
+            query.clauses.append(f"({column}, u.user_id) {'<' if order == 'DESC' else '>'} "
                                  f"({key}::timestamptz, {ident}::uuid)")
         where = f"WHERE {' AND '.join(query.clauses)}" if query.clauses else ""
-        order = "DESC" if descending else "ASC"
-        rows = await pool.fetch(
+        return list(await pool.fetch(
             f"SELECT u.*, {column} AS sort_key FROM {t['users']} u {where} "
-            f"ORDER BY {column} {order}, u.user_id {order} LIMIT {query.arg(chunk)}",
-            *query.args)
-        if needle is None:
-            shown = rows[:limit]
-            items = await _views(pool, t, shown, revealer)
-            more = len(rows) > limit
-            cursor = _cursor(sort, shown[-1]) if more and shown else None
-            return DirectoryPage(items, cursor, False)
-        views = await _views(pool, t, rows, revealer)
-        for row, view in zip(rows, views, strict=True):
-            scanned += 1
-            position = {"key": row["sort_key"].isoformat(), "id": str(row["user_id"])}
-            if needle in view.email.casefold() or needle in (view.name or "").casefold():
-                items.append(view)
-                if len(items) == limit:
-                    return DirectoryPage(items, _cursor(sort, row), False)
-            if scanned >= scan_limit:
-                return DirectoryPage(items, _cursor(sort, row), True)
-        if len(rows) < chunk:
-            return DirectoryPage(items, None, False)
+            f"ORDER BY {column} {order}, u.user_id {order} LIMIT {query.arg(count)}",
+            *query.args))
+
+    async def views(rows: list[asyncpg.Record]) -> list[DirectoryUser]:
+        return await _views(pool, t, rows, revealer)
+
+    def position_of(row: asyncpg.Record) -> dict[str, Any]:
+        return {"sort": sort, "key": row["sort_key"].isoformat(), "id": str(row["user_id"])}
+
+    needle = wanted.q.casefold() if wanted.q else None
+
+    def matches(view: DirectoryUser) -> bool:
+        assert needle is not None
+        return needle in view.email.casefold() or needle in (view.name or "").casefold()
+
+    return await keyset_page(fetch, views, position_of, after=after, limit=limit,
+                             matches=matches if needle else None, scan_limit=scan_limit)
 
 
 async def get_user(
@@ -171,11 +156,6 @@ def revealed_fields(view: DirectoryUser) -> tuple[str, ...]:
     """Which personal fields of ``view`` were shown in clear (none once erased)."""
     return tuple(name for name, value in (("email", view.email), ("name", view.name))
                  if value is not None and value != ERASED)
-
-
-def _cursor(sort: str, row: asyncpg.Record) -> str:
-    return encode_cursor({"sort": sort, "key": row["sort_key"].isoformat(),
-                          "id": str(row["user_id"])})
 
 
 async def _views(
