@@ -158,8 +158,15 @@ def build_router() -> APIRouter:
         return response
 
     @router.get("/invitations/bulk/{batch_id}")
-    async def batch(batch_id: UUID, service: Service, _: ManageInvitations) -> BatchView:
-        view: BatchView = await _read(service, lambda tx: batch_view(tx, batch_id))
+    async def batch(
+        batch_id: UUID, service: Service, _: ManageInvitations,
+        after_row: Annotated[int, Query(ge=0, description="Rows after this row number.")] = 0,
+        limit: Annotated[int, Query(ge=0, le=1000)] = 1000,
+    ) -> BatchView:
+        """Progress, and a page of per-row outcomes (``next_after_row`` continues)."""
+        view: BatchView = await _read(
+            service, lambda tx: batch_view(tx, batch_id, after_row=after_row, limit=limit)
+        )
         return view
 
     @router.get("/invitations/lookup")

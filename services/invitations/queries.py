@@ -69,6 +69,7 @@ class BatchView(BaseModel):
     duplicate: int
     invalid: int
     rows: list[BatchRowView]
+    next_after_row: int | None = None
 
 
 async def _opened(
@@ -121,28 +122,40 @@ async def public_view(
     )
 
 
-async def batch_view(tx: Transaction, batch_id: UUID) -> BatchView:
+async def batch_view(
+    tx: Transaction, batch_id: UUID, *, after_row: int = 0, limit: int = 1000
+) -> BatchView:
+    """Progress counts, and one page of row outcomes after ``after_row``."""
     conn = _connection(tx)
     batch = await conn.fetchrow("SELECT * FROM invitation_batches WHERE batch_id = $1", batch_id)
     if batch is None:
         raise InvitationNotFound(str(batch_id))
-    rows = await conn.fetch(
-        "SELECT row_number, outcome, invitation_id, reason FROM invitation_batch_rows "
-        "WHERE batch_id = $1 AND outcome IS NOT NULL ORDER BY row_number",
+    counted = await conn.fetch(
+        "SELECT outcome, count(*) AS n FROM invitation_batch_rows "
+        "WHERE batch_id = $1 AND outcome IS NOT NULL GROUP BY outcome",
         batch_id,
     )
     counts = {"created": 0, "duplicate": 0, "invalid": 0}
-    for row in rows:
-        counts[row["outcome"]] += 1
+    for row in counted:
+        counts[row["outcome"]] = row["n"]
+    rows = await conn.fetch(
+        "SELECT row_number, outcome, invitation_id, reason FROM invitation_batch_rows "
+        "WHERE batch_id = $1 AND outcome IS NOT NULL AND row_number > $2 "
+        "ORDER BY row_number LIMIT $3",
+        batch_id, after_row, limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
     return BatchView(
         batch_id=batch_id, submitted_by=batch["submitted_by"],
         submitted_at=batch["submitted_at"], completed_at=batch["completed_at"],
-        total=batch["total"], processed=len(rows), **counts,
+        total=batch["total"], processed=sum(counts.values()), **counts,
         rows=[
             BatchRowView(row=row["row_number"], outcome=row["outcome"],
                          invitation_id=row["invitation_id"], reason=row["reason"])
             for row in rows
         ],
+        next_after_row=rows[-1]["row_number"] if more else None,
     )
 
 

@@ -1,0 +1,198 @@
+"""Invitations throughput over HTTP, single and bulk, and a 10,000-row CSV end to end.
+
+- single: ``POST /v1/invitations`` against the service in uvicorn on a real
+  port, 1 and 16 concurrent clients, invitations/s; beside it, the peer: the
+  same InvitationCreated events appended straight to eventkit's store (no
+  HTTP, no rules, no lookup row, no encryption);
+- bulk: one CSV upload of ``rows`` rows (default 10,000), invitations/s from
+  the upload until the batch reports every row done;
+- csv_to_kafka: seconds from the upload until every InvitationCreated of the
+  batch was read back from Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from eventkit.migrations import apply_migrations
+from eventkit.postgres_store import PostgresEventStore
+from eventkit.store import NewEvent
+from eventkit.testing.tokens import SigningKey, serve_jwks
+from guestlist.stack.kafka import create_topics
+from guestlist.stack.postgres import ExternalPostgres, PostgresServer
+from schemas.catalog import build_registry
+from schemas.invitations import InvitationCreated
+from schemas.permissions import ROLE_PERMISSIONS
+from services.invitations.bootstrap import MIGRATIONS, build_app
+from services.invitations.settings import InvitationsSettings
+
+TOPIC = "invitations.invitation"
+PARTITIONS = 3
+
+
+async def _single(client: httpx.AsyncClient, headers: dict[str, str], count: int,
+                  concurrency: int) -> float:
+    run = uuid4().hex[:8]
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for n in queue:
+            answer = await client.post(
+                "/v1/invitations", headers=headers,
+                json={"invitee_email": f"single-{run}-{n}@example.org", "greeting": "Hi!"},
+            )
+            if answer.status_code != 201:
+                raise RuntimeError(f"create answered {answer.status_code}: {answer.text}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+async def _bare_append(dsn: str, count: int, concurrency: int) -> float:
+    """The peer: the same events, appended with no HTTP and no rules."""
+    import asyncpg
+
+    await apply_migrations(dsn, MIGRATIONS)
+    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
+    registry = build_registry()
+    store = PostgresEventStore(pool)
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for _ in queue:
+            invitation_id = uuid4()
+            event = InvitationCreated(
+                invitation_id=invitation_id, invitee_email="pd1:x:AAAA", inviter_id=uuid4(),
+                locale="en", valid_from="2026-01-01T00:00:00Z",  # type: ignore[arg-type]
+                valid_until="2026-02-01T00:00:00Z",  # type: ignore[arg-type]
+                code_hash="0" * 64,
+            )
+            await store.append(str(invitation_id), 0, [NewEvent(
+                type=event.event_type, topic=event.topic, data_json=registry.encode(event))],
+                actor_id="bench")
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return count / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+
+
+async def _end_offsets(bootstrap: str) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    # run() created the topic with PARTITIONS partitions.
+    partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+    consumer.assign(partitions)
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    for partition, offset in ends.items():
+        consumer.seek(partition, offset)
+    return consumer, ends
+
+
+async def _created_of_batch(consumer: AIOKafkaConsumer, batch_id: str, rows: int) -> None:
+    seen = 0
+    while seen < rows:
+        batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+        for records in batches.values():
+            for record in records:
+                headers = dict(record.headers)
+                if headers.get("ce_type", b"").endswith(b"InvitationCreated.v1") and (
+                    json.loads(record.value).get("batch_id") == batch_id
+                ):
+                    seen += 1
+
+
+async def _bulk(client: httpx.AsyncClient, headers: dict[str, str], bootstrap: str,
+                rows: int) -> dict[str, float]:
+    run = uuid4().hex[:8]
+    csv = "invitee_email,community_role,locale,greeting\n" + "".join(
+        f"bulk-{run}-{n}@example.org,community_contributor,en,Welcome!\n" for n in range(rows)
+    )
+    consumer, _ = await _end_offsets(bootstrap)
+    try:
+        started = time.perf_counter()
+        answer = await client.post(
+            "/v1/invitations/bulk", content=csv, headers={**headers, "Content-Type": "text/csv"}
+        )
+        if answer.status_code != 202:
+            raise RuntimeError(f"bulk answered {answer.status_code}: {answer.text}")
+        batch_id = answer.json()["batch_id"]
+        on_kafka = asyncio.create_task(_created_of_batch(consumer, batch_id, rows))
+        while True:
+            progress = (await client.get(f"/v1/invitations/bulk/{batch_id}",
+                                         params={"limit": 0}, headers=headers)).json()
+            if progress["completed_at"] is not None:
+                break
+            await asyncio.sleep(0.2)
+        processed = time.perf_counter() - started
+        if progress["created"] != rows:
+            raise RuntimeError(f"bulk created {progress['created']} of {rows}")
+        await asyncio.wait_for(on_kafka, timeout=300)
+        to_kafka = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    return {"rows": rows, "invitations_per_s": round(rows / processed, 1),
+            "upload_to_all_created_s": round(processed, 2),
+            "upload_to_all_on_kafka_s": round(to_kafka, 2)}
+
+
+async def run(
+    pg: PostgresServer | ExternalPostgres, bootstrap: str, *, single: int = 2000,
+    rows: int = 10_000,
+) -> dict[str, Any]:
+    prefix = f"bench{uuid4().hex[:6]}"
+    await create_topics(bootstrap, {TOPIC: PARTITIONS, f"{prefix}.identity.user": 3,
+                                    f"{prefix}.notifications.delivery": 3})
+    dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+    peer_dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+    key = SigningKey("bench")
+    token = key.mint(sub=str(UUID(int=1)), exp=int(time.time()) + 3600,
+                     permissions=sorted(ROLE_PERMISSIONS["platform_manager"]))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serve_jwks(key) as jwks:
+        settings = InvitationsSettings(
+            database_url=dsn, kafka_bootstrap=bootstrap, identity_jwks_url=jwks.url,
+            user_topic=f"{prefix}.identity.user",
+            delivery_topic=f"{prefix}.notifications.delivery",
+            scheduler_interval=3600, log_level="WARNING", bulk_max_rows=max(rows, 10_000),
+        )
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        server = uvicorn.Server(uvicorn.Config(build_app(settings), log_config=None,
+                                               access_log=False, log_level="warning"))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                if serving.done():
+                    raise RuntimeError("the invitations service did not start")
+                await asyncio.sleep(0.05)
+            limits = httpx.Limits(max_connections=32)
+            async with httpx.AsyncClient(base_url=base_url, timeout=120,
+                                         limits=limits) as client:
+                http_1 = await _single(client, headers, single // 4, 1)
+                http_16 = await _single(client, headers, single, 16)
+                bulk = await _bulk(client, headers, bootstrap, rows)
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+    bare_1 = await _bare_append(peer_dsn, single // 4, 1)
+    bare_16 = await _bare_append(peer_dsn, single, 16)
+    return {
+        "single_http_per_s": {"1_client": round(http_1, 1), "16_clients": round(http_16, 1)},
+        "peer_bare_append_per_s": {"1_writer": round(bare_1, 1), "16_writers": round(bare_16, 1)},
+        "bulk": bulk,
+    }
