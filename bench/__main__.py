@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from bench import append, audit, consume, identity, notifications, relay
+from bench import append, audit, consume, identity, invitations, notifications, relay
 from guestlist.stack.kafka import ExternalKafka, KafkaBroker
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
 
@@ -59,6 +59,9 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
             results["notifications"] = await notifications.run()
         if "identity" in only:
             results["identity"] = await identity.run(pg, kafka.bootstrap)
+        if "invitations" in only:
+            print("invitations: HTTP single and bulk, 10,000-row CSV to Kafka…", file=sys.stderr)
+            results["invitations"] = await invitations.run(pg, kafka.bootstrap)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
