@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from eventkit.http.auth import Principal, require_permission
 from eventkit.http.problems import NOT_FOUND, SERVICE_UNAVAILABLE, VALIDATION_ERROR, Problem
 from eventkit.personal_data import KeyResolver, KeyUnavailable
 from eventkit.runtime import ServiceRuntime
 from schemas.access import AuditLogExported, AuditLogQueried
-from services.audit import checkpoints, queries
+from services.audit import checkpoints, queries, replay
 from services.audit.access import actor_uuid, record_access
 from services.audit.checkpoints import CheckpointSigner
 from services.audit.export import ExportRequest, ExportResult, plan, stream
@@ -25,6 +25,8 @@ from services.audit.verification import RangeError, verify
 
 EVENT_TYPE = r"^guestlist\.[a-z][a-z0-9_]*\.[A-Z][A-Za-z0-9]*\.v[1-9][0-9]*$"
 SERVICE = r"^[a-z][a-z0-9_]*$"
+EventTypeName = Annotated[str, StringConstraints(pattern=EVENT_TYPE, max_length=200)]
+SubjectId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many entries.")]
 Cursor = Annotated[str | None, Query(max_length=200, description="From the previous page.")]
 
@@ -37,6 +39,7 @@ class AuditContext:
     runtime: ServiceRuntime
     signer: CheckpointSigner
     keys: KeyResolver
+    replays: replay.ReplayRunner
 
 
 def audit_context(request: Request) -> AuditContext:
@@ -53,6 +56,19 @@ Exporter = Annotated[Principal, Depends(require_permission("export_audit_log"))]
 def invalid(field: str, message: str) -> Problem:
     return Problem(type_=VALIDATION_ERROR, detail=f"Invalid fields: {field}",
                    errors=[{"field": field, "in": "query", "message": message, "code": "invalid"}])
+
+
+class ReplayBody(BaseModel):
+    """What to replay (log sequence numbers, as for export and verify) and where to."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    first: int | None = Field(default=None, alias="from", ge=1, le=2**62)
+    last: int | None = Field(default=None, alias="to", ge=1, le=2**62)
+    types: list[EventTypeName] | None = Field(default=None, max_length=100)
+    subjects: list[SubjectId] | None = Field(default=None, max_length=1000)
+    target_topic: str = Field(max_length=200, description=(
+        "Lower-case words joined by dots ending in '.replay'; never a topic the log reads."))
 
 
 def after_cursor(cursor: str | None) -> int:
@@ -154,6 +170,43 @@ def build_router() -> APIRouter:
         await queried(context, principal, endpoint="GET /v1/audit/verify", filters=filters,
                       count=report.checked)
         return report.as_json()
+
+    @router.post("/replays", status_code=202, summary="Publish a range of the log again")
+    async def start_replay(
+        context: Context, principal: Exporter, body: ReplayBody, response: Response,
+    ) -> dict[str, Any]:
+        def bad_body(field: str, message: str) -> Problem:
+            return Problem(type_=VALIDATION_ERROR, detail=f"Invalid fields: {field}", errors=[
+                {"field": field, "in": "body", "message": message, "code": "invalid"}])
+
+        settings = context.settings
+        try:
+            replay.check_target(body.target_topic, log_pattern=settings.audit_topic_pattern)
+        except replay.TargetError as error:
+            raise bad_body("target_topic", str(error)) from error
+        if not await replay.topic_exists(settings.kafka_bootstrap, body.target_topic):
+            raise bad_body("target_topic", "no such topic; create it first")
+        request = replay.ReplayRequest(target_topic=body.target_topic, first=body.first,
+                                       last=body.last, types=body.types,
+                                       subjects=body.subjects)
+        try:
+            started = await replay.start(
+                context.runtime.store, request, replay_id=uuid4(), actor=principal.subject,
+                actor_id=actor_uuid(principal), access_topic=settings.audit_access_topic)
+        except RangeError as error:
+            raise bad_body(error.field, str(error)) from error
+        context.replays.start(UUID(started["replay_id"]))
+        response.headers["Location"] = f"/v1/audit/replays/{started['replay_id']}"
+        return started
+
+    @router.get("/replays/{replay_id}", summary="A replay's progress")
+    async def replay_progress(
+        context: Context, principal: Exporter, replay_id: UUID
+    ) -> dict[str, Any]:
+        found = await replay.find(context.runtime.store.pool, replay_id)
+        if found is None:
+            raise Problem(type_=NOT_FOUND, detail="no such replay")
+        return found
 
     @router.get("/export", summary="Stream a verifiable export, ending with its checkpoint",
                 response_class=StreamingResponse)

@@ -21,7 +21,7 @@ from eventkit.personal_data import (
 from eventkit.postgres_store import PostgresTransaction
 from eventkit.runtime import ServiceRuntime
 from eventkit.store import utc_now
-from services.audit import checkpoints
+from services.audit import checkpoints, replay
 from services.audit.api import AuditContext, build_router
 from services.audit.checkpoints import CheckpointSigner
 from services.audit.consumers import log_subscription
@@ -61,6 +61,8 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
             ),
         )
 
+    replays = replay.ReplayRunner(lambda: runtime.store.pool, settings.kafka_bootstrap)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         admin_dsn = settings.admin_database_dsn
@@ -73,10 +75,12 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
                 runtime.store.pool, signer,
                 interval=settings.audit_checkpoint_interval_seconds, stopping=stopping,
             ), name="checkpoints")
+            await replays.resume()  # replays a restart cut off go on where they stopped
             try:
                 yield
             finally:
                 stopping.set()
+                await replays.stop()
                 await signing
                 await key_client.aclose()
 
@@ -87,5 +91,6 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
         lifespan=lifespan,
         registry=runtime.registry,
     )
-    app.state.audit = AuditContext(settings=settings, runtime=runtime, signer=signer, keys=keys)
+    app.state.audit = AuditContext(settings=settings, runtime=runtime, signer=signer, keys=keys,
+                                   replays=replays)
     return app

@@ -11,8 +11,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from eventkit.settings import Port, ServiceSettings
 
-# Every Guestlist topic (<service>.<name>) except the dead-letter topics.
-DEFAULT_TOPIC_PATTERN = r"^(?!.*\.dlq$)[a-z][a-z0-9_-]*\.[a-z0-9_.-]+$"
+# Every Guestlist topic (<service>.<name>) except dead-letter and replay topics.
+DEFAULT_TOPIC_PATTERN = r"^(?!.*\.(dlq|replay)$)[a-z][a-z0-9_-]*\.[a-z0-9_.-]+$"
 
 
 class AuditSettings(ServiceSettings):
