@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel
 
-from eventkit.http.auth import Principal, require_permission
+from eventkit.http.auth import CurrentPrincipal, Principal, require_permission
 from eventkit.http.problems import NOT_FOUND, Problem
 from eventkit.personal_data import KeyUnavailable
 from schemas.roles import Role
@@ -19,6 +23,8 @@ from services.projections import (
     directory_queries,
     invitation_board,
     invitation_queries,
+    security_monitor,
+    security_queries,
 )
 from services.projections.access import record_viewed
 from services.projections.analytics import Bucket, InvitationAnalytics, RegistrationBucket
@@ -33,6 +39,7 @@ from services.projections.invitation_queries import (
 )
 from services.projections.pages import decode_cursor
 from services.projections.problems import invalid, keys_unavailable
+from services.projections.security_queries import Kind, SecurityEvent, SecuritySummary
 
 Context = Annotated[ProjectionsContext, Depends(context_of)]
 Lister = Annotated[Principal, Depends(require_permission("list_person"))]
@@ -46,7 +53,10 @@ Analyst = Annotated[Principal, Depends(require_permission("view_platform_analyti
 From = Annotated[AwareDatetime | None, Query(alias="from", description="Default: 30 days ago.")]
 To = Annotated[AwareDatetime | None, Query(alias="to", description="Default: now.")]
 BucketQuery = Annotated[Bucket, Query(description="UTC days, ISO weeks or months.")]
+SecurityConsistency = Annotated[Consistency, Depends(consistent_read(security_monitor.NAME))]
+Monitor = Annotated[Principal, Depends(require_permission("view_platform_logs"))]
 DEFAULT_PERIOD = timedelta(days=30)
+ReadModelName = Literal["directory", "invitations", "security"]
 
 
 class DirectoryPageView(BaseModel):
@@ -80,6 +90,16 @@ class RegistrationsView(BaseModel):
     end: datetime
     bucket: Bucket
     buckets: list[RegistrationBucket]
+    consistency: Consistency
+
+
+class SecuritySummaryView(SecuritySummary):
+    consistency: Consistency
+
+
+class SecurityEventsView(BaseModel):
+    items: list[SecurityEvent]
+    next_cursor: str | None
     consistency: Consistency
 
 
@@ -219,5 +239,67 @@ def build_router() -> APIRouter:
             context.runtime.store.pool, consistency.version, start=start, end=end, bucket=bucket)
         return RegistrationsView(start=start, end=end, bucket=bucket, buckets=buckets,
                                  consistency=consistency)
+
+    @router.get("/security/summary",
+                summary="Failed sign-ins per account and per client, lockouts, takeovers, "
+                "escalations, in the window ending at `at`")
+    async def security_summary(
+        context: Context, _monitor: Monitor, consistency: SecurityConsistency,
+        window_seconds: Annotated[int, Query(ge=1, le=90 * 86400)] = 3600,
+        at: Annotated[AwareDatetime | None, Query(description="Default: now.")] = None,
+        top: Annotated[int, Query(ge=1, le=100)] = 10,
+    ) -> SecuritySummaryView:
+        found = await security_queries.summary(
+            context.runtime.store.pool, consistency.version, at=at or datetime.now(UTC),
+            window=timedelta(seconds=window_seconds), top=top)
+        return SecuritySummaryView(**found.model_dump(), consistency=consistency)
+
+    @router.get("/security/events", summary="Security events, newest first")
+    async def security_events(
+        context: Context, _monitor: Monitor, consistency: SecurityConsistency,
+        kind: Annotated[Kind | None, Query()] = None,
+        user_id: Annotated[UUID | None, Query()] = None,
+        client_address_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+        start: From = None, end: To = None, cursor: Cursor = None, limit: Limit = 50,
+    ) -> SecurityEventsView:
+        _period(start, end, ("from", "to"))
+        after = decode_cursor(cursor, sort="-occurred_at")
+        try:
+            page = await security_queries.find_events(
+                context.runtime.store.pool, consistency.version, kind=kind, user_id=user_id,
+                client_address_hash=client_address_hash, start=start, end=end, after=after,
+                limit=limit)
+        except (ValueError, KeyError) as error:
+            raise invalid("cursor", "not a cursor from a previous page") from error
+        return SecurityEventsView(items=page.items, next_cursor=page.next_cursor,
+                                  consistency=consistency)
+
+    @router.get("/stream", response_class=StreamingResponse,
+                summary="Server-Sent Events: one `change` per batch a read model applied",
+                responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream(
+        request: Request, context: Context, _principal: CurrentPrincipal,
+        read_model: Annotated[list[ReadModelName] | None, Query(
+            description="Only these read models (repeat the parameter); default all.")] = None,
+        heartbeat_seconds: Annotated[float, Query(ge=1, le=300)] = 15.0,
+    ) -> StreamingResponse:
+        wanted = set(read_model or ("directory", "invitations", "security"))
+
+        async def changes() -> AsyncIterator[str]:
+            async with context.live.subscribe() as queue:
+                yield ": listening\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        change = await asyncio.wait_for(queue.get(), timeout=heartbeat_seconds)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if change.get("read_model") in wanted:
+                        yield (f"event: change\nid: {change.get('position', '')}\n"
+                               f"data: {json.dumps(change)}\n\n")
+
+        return StreamingResponse(changes(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
 
     return router

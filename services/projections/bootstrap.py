@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -17,8 +18,9 @@ from eventkit.personal_data import HttpKeyResolver, KeyResolver, KeyUnavailable,
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
-from services.projections import directory, invitation_board
+from services.projections import directory, invitation_board, security_monitor
 from services.projections.api import build_router
+from services.projections.consistency import EXPOSED_HEADERS
 from services.projections.context import ProjectionsContext
 from services.projections.live import LiveChanges
 from services.projections.personal_data import Revealer
@@ -27,7 +29,12 @@ from services.projections.readmodels import ReadModel
 from services.projections.settings import ProjectionsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-READ_MODELS: tuple[ReadModel, ...] = (directory.READ_MODEL, invitation_board.READ_MODEL)
+
+
+def read_models(settings: ProjectionsSettings) -> tuple[ReadModel, ...]:
+    return (directory.READ_MODEL, invitation_board.READ_MODEL, security_monitor.read_model(
+        takeover_failures=settings.takeover_failures,
+        takeover_window=timedelta(seconds=settings.takeover_window_seconds)))
 
 
 class _NoCredentials:
@@ -69,7 +76,8 @@ def build_app(
                                                topic=settings.user_topic)],
     )
     projector = Projector(
-        models=READ_MODELS, topics=topics_of(settings), bootstrap=settings.kafka_bootstrap,
+        models=read_models(settings), topics=topics_of(settings),
+        bootstrap=settings.kafka_bootstrap,
         group_prefix=settings.projections_group_prefix, registry=build_registry(),
         metrics=ProjectionMetrics(runtime.registry), poll_seconds=settings.version_poll_seconds,
         max_lag=settings.readiness_max_lag,
@@ -104,6 +112,7 @@ def build_app(
         lifespan=lifespan,
         revoked_sessions=revoked,
         registry=runtime.registry,
+        expose_headers=EXPOSED_HEADERS,
     )
     app.state.projections = context
     app.state.runtime = runtime

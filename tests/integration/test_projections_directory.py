@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -130,7 +132,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = TIME
 
 @asynccontextmanager
 async def running_service(
-    *, database_url: str, kafka_bootstrap: str, kafka_topics: Topics, **overrides: Any,
+    *, database_url: str, kafka_bootstrap: str, kafka_topics: Topics, over_http: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[Service]:
     topics = {name: await kafka_topics(name) for name in TOPIC_NAMES}
     topics["projections.access"] = await kafka_topics("projections.access", 1)
@@ -152,14 +155,39 @@ async def running_service(
                             partitions=1, replication_factor=1)
         app = build_app(settings, keys={"identity": identity_keys,
                                         "invitations": invitation_keys})
-        async with LifespanManager(app, startup_timeout=TIMEOUT, shutdown_timeout=TIMEOUT), \
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                  base_url="http://projections", timeout=TIMEOUT) as client:
+        async with _serving(app, over_http) as client:
             service = Service(app=app, client=client, signing=signing,
                               identity_keys=identity_keys, invitation_keys=invitation_keys,
                               topics=topics, bootstrap=kafka_bootstrap, settings=settings,
                               manager_id=uuid.uuid4())
             yield service
+
+
+@asynccontextmanager
+async def _serving(app: FastAPI, over_http: bool) -> AsyncIterator[httpx.AsyncClient]:
+    """In process (ASGI), or in uvicorn on a real port where responses must stream (SSE)."""
+    if not over_http:
+        async with LifespanManager(app, startup_timeout=TIMEOUT, shutdown_timeout=TIMEOUT), \
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                  base_url="http://projections", timeout=TIMEOUT) as client:
+            yield client
+        return
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not server.started:
+                assert not serving.done(), "the service did not start"
+                await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                                     timeout=TIMEOUT) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
 
 
 async def test_the_directory_shows_people_with_roles_status_and_inviter_and_audits_each_view(

@@ -49,12 +49,14 @@ def create_service_app(
     lifespan: Lifespan | None = None,
     revoked_sessions: RevokedSessions | None = None,
     registry: CollectorRegistry | None = None,
+    expose_headers: Iterable[str] = (),
 ) -> FastAPI:
     """Build the app; nothing opens (pool, HTTP client use) until its lifespan starts.
 
     ``revoked_sessions`` and ``registry`` are passed in when the composition
     root also hands them to others (a consumer feeding revocations, consumer
-    metrics); otherwise the app makes its own.
+    metrics); otherwise the app makes its own. ``expose_headers`` are response
+    headers of the service's own that browsers on the CORS origins may read.
     """
     configure_logging(
         service=settings.service_name, level=settings.log_level, fmt=settings.log_format
@@ -110,7 +112,7 @@ def create_service_app(
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=[REQUEST_ID_HEADER, REPLAYED_HEADER, IDEMPOTENCY_KEY_HEADER,
-                            "Location"],
+                            "Location", *expose_headers],
         )
 
     app.include_router(
