@@ -146,6 +146,8 @@ async def batch_view(
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    # Where the next page starts; with limit=0 (counts only) that is where this one did.
+    next_after = (rows[-1]["row_number"] if rows else after_row) if more else None
     return BatchView(
         batch_id=batch_id, submitted_by=batch["submitted_by"],
         submitted_at=batch["submitted_at"], completed_at=batch["completed_at"],
@@ -155,7 +157,7 @@ async def batch_view(
                          invitation_id=row["invitation_id"], reason=row["reason"])
             for row in rows
         ],
-        next_after_row=rows[-1]["row_number"] if more else None,
+        next_after_row=next_after,
     )
 
 

@@ -202,6 +202,11 @@ async def test_bulk_upload_creates_good_rows_and_reports_bad_and_duplicate_ones(
                 if progress["completed_at"] is not None:
                     break
                 await asyncio.sleep(0.1)
+        counts_only = (await inv.client.get(f"/v1/invitations/bulk/{batch_id}",
+                                            params={"limit": 0}, headers=inv.auth())).json()
+        page = (await inv.client.get(f"/v1/invitations/bulk/{batch_id}",
+                                     params={"limit": 4, "after_row": 2},
+                                     headers=inv.auth())).json()
         batches = await inv.service.store.pool.fetchval("SELECT count(*) FROM invitation_batches")
         leftover = await inv.service.store.pool.fetchval(
             "SELECT count(*) FROM invitation_batch_rows WHERE input IS NOT NULL"
@@ -214,6 +219,10 @@ async def test_bulk_upload_creates_good_rows_and_reports_bad_and_duplicate_ones(
 
     assert submitted.status_code == 202 and again.json() == submitted.json()
     assert batches == 1 and leftover == 0
+    assert counts_only["rows"] == [] and counts_only["created"] == 5
+    assert counts_only["next_after_row"] == 0
+    assert [row["row"] for row in page["rows"]] == [3, 4, 5, 6]
+    assert page["next_after_row"] == 6
     assert (progress["total"], progress["created"], progress["duplicate"],
             progress["invalid"]) == (9, 5, 2, 2)
     outcomes = {row["row"]: row for row in progress["rows"]}
