@@ -1,5 +1,6 @@
-"""`guestlist audit verify|export`: an operator's checks on the audit log, straight from its
-database (DATABASE_URL of the audit service) with the service's checkpoint key."""
+"""`guestlist audit verify|export|replay`: an operator's checks on the audit log, straight from
+its database (DATABASE_URL of the audit service) with the service's checkpoint key; replays
+publish to Kafka (KAFKA_BOOTSTRAP) themselves."""
 
 from __future__ import annotations
 
@@ -8,21 +9,31 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
+from eventkit.envelope import EnvelopeError, EventType
 from eventkit.postgres_store import PostgresEventStore
+from eventkit.publisher import KafkaPublisher
 from schemas.access import AuditLogExported
+from services.audit import replay
 from services.audit.access import record_access
 from services.audit.checkpoints import CheckpointSigner
 from services.audit.export import ExportRequest, ExportResult, plan, stream
+from services.audit.settings import DEFAULT_TOPIC_PATTERN
 from services.audit.verification import RangeError, verify
 
-audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify, export and replay the audit log.", no_args_is_help=True)
 
 DatabaseUrl = Annotated[str, typer.Option(
     "--database-url", envvar="DATABASE_URL", help="The audit service's database.")]
@@ -108,3 +119,69 @@ def export_command(
         raise typer.BadParameter(str(error), param_hint=f"--{error.field}") from error
     typer.echo(json.dumps({"file": str(output), "entries": result.entries,
                            "sha256": result.sha256}))
+
+
+@audit_app.command("replay")
+def replay_command(
+    database_url: DatabaseUrl,
+    target_topic: Annotated[str, typer.Option(
+        "--target-topic", help="Where to publish: lower-case words ending in '.replay'.")],
+    first: First = None, last: Last = None,
+    event_types: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only this type (repeatable).")] = None,
+    subjects: Annotated[list[str] | None, typer.Option(
+        "--subject", help="Only this subject (repeatable).")] = None,
+    kafka_bootstrap: Annotated[str, typer.Option(envvar="KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
+    log_pattern: Annotated[str, typer.Option(
+        envvar="AUDIT_TOPIC_PATTERN", help="The topics the log reads.")] = DEFAULT_TOPIC_PATTERN,
+    access_topic: Annotated[str, typer.Option(envvar="AUDIT_ACCESS_TOPIC")] = "audit.access",
+) -> None:
+    """Publish the matching entries again, in log order, with ce_replayid; exit 1 if it fails.
+
+    Interrupted, the replay stays 'running' and the audit service resumes it at its next start.
+    """
+    try:
+        replay.check_target(target_topic, log_pattern=log_pattern)
+    except replay.TargetError as error:
+        raise typer.BadParameter(str(error), param_hint="--target-topic") from error
+    for name in event_types or ():
+        try:
+            EventType.parse(name)
+        except EnvelopeError as error:
+            raise typer.BadParameter(str(error), param_hint="--type") from error
+    request = replay.ReplayRequest(target_topic=target_topic, first=first, last=last,
+                                   types=event_types, subjects=subjects)
+    console = Console(stderr=True)
+
+    async def work() -> dict[str, Any] | None:
+        if not await replay.topic_exists(kafka_bootstrap, target_topic):
+            raise typer.BadParameter("no such topic; create it first", param_hint="--target-topic")
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+        publisher = KafkaPublisher(kafka_bootstrap, client_id="guestlist-audit-replay")
+        try:
+            started = await replay.start(PostgresEventStore(pool), request, replay_id=uuid4(),
+                                         actor="operator", actor_id=None,
+                                         access_topic=access_topic)
+            replay_id = UUID(started["replay_id"])
+            await publisher.start()
+            running = asyncio.create_task(replay.run(pool, publisher, replay_id,
+                                                     stopping=asyncio.Event()))
+            with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(),
+                          console=console) as progress:
+                task = progress.add_task("replay", total=started["total"])
+                while not running.done():
+                    await asyncio.wait([running], timeout=0.25)
+                    now = await replay.find(pool, replay_id)
+                    if now is not None:
+                        progress.update(task, completed=now["published"])
+            return await running
+        finally:
+            await publisher.stop()
+            await pool.close()
+
+    try:
+        outcome = asyncio.run(work())
+    except RangeError as error:
+        raise typer.BadParameter(str(error), param_hint=f"--{error.field}") from error
+    typer.echo(json.dumps(outcome, indent=2))
+    raise typer.Exit(0 if outcome is not None and outcome["status"] == "completed" else 1)
