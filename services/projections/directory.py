@@ -4,8 +4,8 @@ Personal values (e-mail, name) are kept as the events carried them,
 encrypted under the person's key, and opened only when a page is shown; a
 deletion clears them here as well. Invitations are followed only for their
 inviter, since ``UserRegistered`` names the invitation, not who sent it; the
-two can arrive in either order (different topics), so both sides fill in the
-link.
+two arrive on different topics, applied by concurrent transactions, so the
+link is made when reading (a join), never by one side updating the other.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ CREATE TABLE IF NOT EXISTS {users} (
     locked_until      timestamptz,
     deletion_due_at   timestamptz,
     deleted_at        timestamptz,
-    via_invitation_id uuid,
-    invited_by        uuid
+    via_invitation_id uuid
 );
 CREATE INDEX IF NOT EXISTS {users_registered} ON {users} (registered_at, user_id);
 CREATE INDEX IF NOT EXISTS {users_activity} ON {users}
@@ -82,8 +81,7 @@ async def project(connection: Connection, t: Tables, envelope: Envelope, event: 
         case UserRegistered():
             await connection.execute(
                 f"INSERT INTO {users} (user_id, email, name, locale, status, registered_at, "
-                "via_invitation_id, invited_by) VALUES ($1, $2, $3, $4, 'pending_confirmation', "
-                f"$5, $6, (SELECT inviter_id FROM {t['inviters']} WHERE invitation_id = $6)) "
+                "via_invitation_id) VALUES ($1, $2, $3, $4, 'pending_confirmation', $5, $6) "
                 "ON CONFLICT (user_id) DO NOTHING",
                 event.user_id, event.email, event.name, event.locale, at, event.via_invitation_id)
         case UserEmailConfirmed():
@@ -140,9 +138,6 @@ async def project(connection: Connection, t: Tables, envelope: Envelope, event: 
             await connection.execute(
                 f"INSERT INTO {t['inviters']} (invitation_id, inviter_id) VALUES ($1, $2) "
                 "ON CONFLICT (invitation_id) DO NOTHING", event.invitation_id, event.inviter_id)
-            await connection.execute(
-                f"UPDATE {users} SET invited_by = $2 WHERE via_invitation_id = $1 "
-                "AND invited_by IS NULL", event.invitation_id, event.inviter_id)
         case _:
             pass
 

@@ -119,7 +119,8 @@ async def find_users(
                                  f"({key}::timestamptz, {ident}::uuid)")
         where = f"WHERE {' AND '.join(query.clauses)}" if query.clauses else ""
         return list(await pool.fetch(
-            f"SELECT u.*, {column} AS sort_key FROM {t['users']} u {where} "
+            f"SELECT u.*, {column} AS sort_key, i.inviter_id AS invited_by FROM {t['users']} u "
+            f"LEFT JOIN {t['inviters']} i ON i.invitation_id = u.via_invitation_id {where} "
             f"ORDER BY {column} {order}, u.user_id {order} LIMIT {query.arg(count)}",
             *query.args))
 
@@ -144,8 +145,9 @@ async def get_user(
 ) -> DirectoryUser | None:
     t = Tables(NAME, version)
     row = await pool.fetchrow(
-        f"SELECT u.*, coalesce(u.last_sign_in_at, u.registered_at) AS sort_key "
-        f"FROM {t['users']} u WHERE user_id = $1", user_id)
+        f"SELECT u.*, coalesce(u.last_sign_in_at, u.registered_at) AS sort_key, "
+        f"i.inviter_id AS invited_by FROM {t['users']} u LEFT JOIN {t['inviters']} i "
+        "ON i.invitation_id = u.via_invitation_id WHERE user_id = $1", user_id)
     if row is None:
         return None
     [view] = await _views(pool, t, [row], revealer)

@@ -285,9 +285,10 @@ async def test_the_directory_shows_people_with_roles_status_and_inviter_and_audi
 
 async def _inviter_known(service: Service, user_id: UUID) -> bool:
     # Straight from the table: a look through the API would itself be an audited view.
-    rows = await service.fetch("SELECT invited_by FROM directory_users_v1 WHERE user_id = $1",
-                               user_id)
-    return bool(rows) and rows[0]["invited_by"] is not None
+    rows = await service.fetch(
+        "SELECT i.inviter_id FROM directory_users_v1 u JOIN directory_inviters_v1 i "
+        "ON i.invitation_id = u.via_invitation_id WHERE u.user_id = $1", user_id)
+    return bool(rows)
 
 
 async def test_permissions_bad_input_and_operations(
