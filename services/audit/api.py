@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -184,7 +185,12 @@ def build_router() -> APIRouter:
             replay.check_target(body.target_topic, log_pattern=settings.audit_topic_pattern)
         except replay.TargetError as error:
             raise bad_body("target_topic", str(error)) from error
-        if not await replay.topic_exists(settings.kafka_bootstrap, body.target_topic):
+        try:
+            exists = await replay.topic_exists(settings.kafka_bootstrap, body.target_topic)
+        except KafkaError as error:
+            raise Problem(type_=SERVICE_UNAVAILABLE, detail="Kafka cannot be reached right now",
+                          headers={"Retry-After": "5"}) from error
+        if not exists:
             raise bad_body("target_topic", "no such topic; create it first")
         request = replay.ReplayRequest(target_topic=body.target_topic, first=body.first,
                                        last=body.last, types=body.types,

@@ -78,6 +78,7 @@ async def test_generated_requests_never_get_a_server_error(
             sock.close()
 
     assert {"/v1/audit/events", "/v1/audit/subjects/{subject_id}/timeline", "/v1/audit/verify",
-            "/v1/audit/export", "/v1/audit/checkpoints/latest"} <= set(document["paths"])
+            "/v1/audit/export", "/v1/audit/checkpoints/latest", "/v1/audit/replays",
+            "/v1/audit/replays/{replay_id}"} <= set(document["paths"])
     assert errors == []
     assert statuses[200] > 0 and statuses[422] > 0, statuses
