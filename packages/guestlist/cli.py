@@ -17,6 +17,7 @@ from rich.console import Console
 from guestlist.admin_cli import admin_app
 from guestlist.audit_cli import audit_app
 from guestlist.dlq_cli import dlq_app
+from guestlist.projections_cli import projections_app
 from guestlist.stack import control, local
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ console = Console()
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+app.add_typer(projections_app, name="projections")
 
 VarDir = Annotated[
     Path, typer.Option("--var-dir", help="Where the stack keeps data, logs and its state file.")

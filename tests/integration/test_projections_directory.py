@@ -130,13 +130,28 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = TIME
             await asyncio.sleep(0.1)
 
 
+async def make_topics(kafka_topics: Topics) -> dict[str, str]:
+    topics = {name: await kafka_topics(name) for name in TOPIC_NAMES}
+    topics["projections.access"] = await kafka_topics("projections.access", 1)
+    return topics
+
+
+def service_environment(topics: dict[str, str]) -> dict[str, str]:
+    """The variables that point a projections service (or its CLI) at this test's topics."""
+    prefix = topics["identity.user"].split(".")[0]
+    return {"PROJECTIONS_GROUP_PREFIX": f"{prefix}-projections",
+            "USER_TOPIC": topics["identity.user"], "PLATFORM_TOPIC": topics["identity.platform"],
+            "INVITATION_TOPIC": topics["invitations.invitation"],
+            "DELIVERY_TOPIC": topics["notifications.delivery"],
+            "ACCESS_TOPIC": topics["projections.access"]}
+
+
 @asynccontextmanager
 async def running_service(
     *, database_url: str, kafka_bootstrap: str, kafka_topics: Topics, over_http: bool = False,
-    **overrides: Any,
+    topics: dict[str, str] | None = None, **overrides: Any,
 ) -> AsyncIterator[Service]:
-    topics = {name: await kafka_topics(name) for name in TOPIC_NAMES}
-    topics["projections.access"] = await kafka_topics("projections.access", 1)
+    topics = topics or await make_topics(kafka_topics)
     prefix = topics["identity.user"].split(".")[0]
     signing = SigningKey("test-key")
     identity_keys, invitation_keys = MemoryKeys(), MemoryKeys()

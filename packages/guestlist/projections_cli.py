@@ -1,0 +1,67 @@
+"""`guestlist projections rebuild NAME`: the next version of a read model, then the switch.
+
+Runs the build here, against the projections database (DATABASE_URL) and
+Kafka (KAFKA_BOOTSTRAP), while the service keeps serving the current version;
+the service follows the switch by itself. Topic names come from the same
+variables as the service's (USER_TOPIC, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eventkit.settings import ConfigurationError, load_settings
+from schemas.catalog import build_registry
+from services.projections.bootstrap import read_models, topics_of
+from services.projections.rebuild import RebuildError, rebuild
+from services.projections.settings import ProjectionsSettings
+
+projections_app = typer.Typer(help="Read models of the projections service.",
+                              no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@projections_app.command("rebuild")
+def rebuild_command(
+    name: Annotated[str, typer.Argument(help="directory, invitations or security.")],
+    database_url: Annotated[str, typer.Option(
+        "--database-url", envvar="DATABASE_URL", help="The projections service's database.")],
+    kafka_bootstrap: Annotated[str, typer.Option(
+        "--kafka-bootstrap", envvar="KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
+) -> None:
+    """Build NAME's next version from the start of the topics, then switch reads to it."""
+    try:
+        settings = load_settings(ProjectionsSettings, database_url=database_url,
+                                 kafka_bootstrap=kafka_bootstrap)
+    except ConfigurationError as error:
+        raise typer.BadParameter(str(error)) from error
+    models = {model.name: model for model in read_models(settings)}
+
+    async def work(progress: Progress) -> int:
+        task = progress.add_task(f"rebuilding {name}", total=None)
+        pool = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=4)
+        try:
+            return await rebuild(
+                pool=pool, bootstrap=settings.kafka_bootstrap, models=models, name=name,
+                topics=topics_of(settings), group_prefix=settings.projections_group_prefix,
+                registry=build_registry(),
+                on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                total=total))
+        finally:
+            await pool.close()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("events"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            version = asyncio.run(work(progress))
+    except RebuildError as error:
+        console.print(f"[red]{error}[/]")
+        raise typer.Exit(1) from error
+    console.print(f"{name}: version {version} now answers reads")
