@@ -214,16 +214,21 @@ class AccountHandlers:
             user = await self._existing(tx, user_id)
             events = user.delete(now=now, reason=command.reason if command else None)
             written = await self.work.append_to_user(tx, user, events, actor=by)
-            await self.work.data_keys.destroy(tx.connection, user_id)
-            for statement in (
-                "DELETE FROM credentials WHERE user_id = $1",
-                "DELETE FROM one_time_tokens WHERE user_id = $1",
-                "DELETE FROM scheduled_work WHERE user_id = $1",
-            ):
-                await tx.connection.execute(statement, user_id)
-            await self._end_sessions(tx, user_id)
+            await self._erase(tx, user_id)
         self.work.apply_revocations(events, now)
         return written
+
+    async def _erase(self, tx: PostgresTransaction, user_id: UUID) -> None:
+        """Destroy the data key and every lookup row of a deleted account, in its transaction."""
+        await self.work.data_keys.destroy(tx.connection, user_id)
+        for statement in (
+            "DELETE FROM credentials WHERE user_id = $1",
+            # A reset link mailed before must not set a password on a deleted account.
+            "DELETE FROM one_time_tokens WHERE user_id = $1",
+            "DELETE FROM scheduled_work WHERE user_id = $1",
+        ):
+            await tx.connection.execute(statement, user_id)
+        await self._end_sessions(tx, user_id)
 
     async def request_deletion(self, user_id: UUID) -> tuple[Written, datetime]:
         now = self.work.clock()
@@ -314,9 +319,7 @@ class AccountHandlers:
             elif kind == "delete" and user.status is not UserStatus.DELETED:
                 events = user.delete(now=now, reason="deletion requested by the person")
                 await self.work.append_to_user(tx, user, events, actor=None)
-                await self.work.data_keys.destroy(tx.connection, user_id)
-                await tx.connection.execute("DELETE FROM credentials WHERE user_id = $1", user_id)
-                await self._end_sessions(tx, user_id)
+                await self._erase(tx, user_id)
                 self.work.apply_revocations(events, now)
         except DomainError:
             pass  # The account moved on (reactivated by hand, deleted): nothing left to do.

@@ -56,6 +56,10 @@ class DomainError(Exception):
 
     code = "rule-broken"
 
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the request field at fault, when one is
+
 
 class InvalidTransition(DomainError):
     code = "invalid-transition"
@@ -232,7 +236,7 @@ class User:
     ) -> list[EventData]:
         self._move(UserStatus.SUSPENDED)
         if until is not None and until <= now:
-            raise DomainError("a suspension must end in the future")
+            raise DomainError("a suspension must end in the future", field="until")
         return [
             UserSuspended(user_id=self.user_id, reason=reason, until=until, suspended_by=by),
             self._revoke_sessions(now, "suspended"),

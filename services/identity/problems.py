@@ -42,4 +42,6 @@ def problem_for(error: DomainError) -> Problem:
         return Problem(type_=GRANT_REFUSED, detail=str(error))
     if isinstance(error, UnknownUser):
         return Problem(type_=USER_NOT_FOUND, detail=str(error))
+    if error.field is not None:
+        return Problem(type_=RULE_BROKEN, detail=str(error), field=error.field)
     return Problem(type_=RULE_BROKEN, detail=str(error))

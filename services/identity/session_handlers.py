@@ -23,6 +23,7 @@ from services.identity.problems import (
     INVALID_CREDENTIALS,
     INVALID_REFRESH_TOKEN,
     INVALID_TOKEN,
+    WEAK_PASSWORD,
 )
 from services.identity.signing_keys import TokenMinter
 
@@ -197,13 +198,22 @@ class SessionHandlers:
         )
         self.work.apply_revocations(events, now)
 
+    def _refuse_email_as_password(self, email_hash: str | None, password: str) -> None:
+        # Identity keeps only the e-mail's keyed hash; hashing the password the same way
+        # tells whether the two are equal (case-insensitively, as addresses are).
+        if email_hash is not None and self.work.keys.email_hash(password) == email_hash:
+            raise Problem(type_=WEAK_PASSWORD, field="new_password",
+                          detail="new_password must not be the e-mail address")
+
     async def change_password(self, user_id: UUID, current: str, new: str) -> None:
-        password_hash = await self.work.store.pool.fetchval(
-            "SELECT password_hash FROM credentials WHERE user_id = $1", user_id
+        row = await self.work.store.pool.fetchrow(
+            "SELECT password_hash, email_hash FROM credentials WHERE user_id = $1", user_id
         )
-        if not await verify_password(password_hash, current):
+        if not await verify_password(row["password_hash"] if row else None, current):
             raise Problem(type_=INVALID_CREDENTIALS, detail="the current password is wrong",
                           field="current_password")
+        assert row is not None
+        self._refuse_email_as_password(row["email_hash"], new)
         async with self.work.store.transaction() as tx:
             await self._set_password(tx, user_id, new, via_reset=False)
 
@@ -243,6 +253,8 @@ class SessionHandlers:
             )
             if user_id is None:
                 raise Problem(type_=INVALID_TOKEN, field="token", detail="ask for a new link")
+            self._refuse_email_as_password(await tx.connection.fetchval(
+                "SELECT email_hash FROM credentials WHERE user_id = $1", user_id), new_password)
             await self._set_password(tx, user_id, new_password, via_reset=True)
         return user_id
 

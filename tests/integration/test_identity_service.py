@@ -4,20 +4,15 @@ roles, personal data, and a suspended person's token refused by another service.
 from __future__ import annotations
 
 import asyncio
-import email
 import json
-import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter
 
@@ -27,111 +22,34 @@ from eventkit.http.auth import CurrentPrincipal, RevokedSessions
 from eventkit.personal_data import is_encrypted
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
-from guestlist.stack.kafka import create_topics
 from guestlist.stack.smtp_sink import SmtpSink
 from schemas.invitations import InvitationCreated, InvitationRevoked
-from services.identity.account_handlers import AccountHandlers
-from services.identity.bootstrap import build_app
 from services.identity.derived_keys import keyed_hash
-from services.identity.settings import DEV_INVITATION_CODE_KEY, IdentitySettings
+from services.identity.settings import DEV_INVITATION_CODE_KEY
+from services.identity.testing import (
+    PASSWORD,
+    events_on,
+    make_admin,
+    open_platform,
+    register_active,
+    running_identity,
+    sign_in,
+)
 from services.projections.settings import ProjectionsSettings
 
 pytestmark = pytest.mark.integration
-TOPICS = ("identity.user", "identity.platform", "identity.access", "invitations.invitation")
-PASSWORD = "correct horse battery staple"
 
 
-@asynccontextmanager
-async def identity(
-    database_url: str, kafka_bootstrap: str, **overrides: Any
-) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    await create_topics(kafka_bootstrap, dict.fromkeys(TOPICS, 3))
-    settings = IdentitySettings(
-        database_url=database_url, kafka_bootstrap=kafka_bootstrap,
-        service_clients="audit=audit-client-secret-0123", **overrides,
-    )
-    app = build_app(settings)
-    async with LifespanManager(app, startup_timeout=120) as manager:
-        transport = httpx.ASGITransport(app=manager.app, client=("203.0.113.7", 5000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://identity") as client:
-            yield client, app
-
-
-async def make_admin(app: Any, client: httpx.AsyncClient) -> dict[str, str]:
-    accounts: AccountHandlers = app.state.identity.accounts
-    admin_email = f"admin-{uuid4().hex[:8]}@example.org"
-    await accounts.create_admin(email=admin_email, password=PASSWORD, force=True)
-    answer = await client.post("/v1/sessions", json={"email": admin_email, "password": PASSWORD})
-    assert answer.status_code == 201, answer.text
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-async def open_platform(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
-    answer = await client.put("/v1/platform/settings", headers=admin, json={
-        "name": "Open", "requires_invitation": False, "time_zone": "Europe/Berlin",
-        "default_locale": "en", "dormant_after_days": 90,
-    })
-    assert answer.status_code == 200, answer.text
-
-
-async def register_active(client: httpx.AsyncClient, sink: SmtpSink) -> tuple[str, str]:
-    address = f"ada-{uuid4().hex[:8]}@Example.org"
-    answer = await client.post("/v1/users", json={
-        "email": address, "password": PASSWORD, "name": "Ada Lovelace"})
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["status"] == "pending_confirmation"
-    token = await mailed_token(sink, address, "confirmation token")
-    confirmed = await client.post("/v1/users/confirm", json={"token": token})
-    assert confirmed.status_code == 200, confirmed.text
-    return answer.json()["user_id"], address
-
-
-async def mailed_token(sink: SmtpSink, address: str, label: str) -> str:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for path in sink.messages():
-            message = email.message_from_bytes(await asyncio.to_thread(Path(path).read_bytes))
-            if message["To"] == address:
-                body = message.get_payload(decode=True)
-                assert isinstance(body, bytes)
-                found = re.search(rf"{label}: (\S+)", body.decode())
-                if found:
-                    return found.group(1)
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no mail to {address}")
-
-
-async def sign_in(client: httpx.AsyncClient, address: str, password: str = PASSWORD
-                  ) -> httpx.Response:
-    return await client.post("/v1/sessions", json={"email": address, "password": password})
-
-
-async def events_on(kafka_bootstrap: str, topic: str, subject: str, want: set[str],
-                    within: float = 30) -> list[Envelope]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    found: list[Envelope] = []
-    try:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    envelope = Envelope.from_record(record)
-                    if envelope.subject == subject:
-                        found.append(envelope)
-            if want <= {e.type.split(".")[2] for e in found}:
-                return found
-    finally:
-        await consumer.stop()
-    raise AssertionError(f"only {[e.type for e in found]} on {topic}")
+async def envelopes_on(kafka_bootstrap: str, topic: str, subject: str, want: set[str]
+                       ) -> list[Envelope]:
+    return [p.envelope for p in await events_on(kafka_bootstrap, topic, subject, want)]
 
 
 async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_form(
     database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
 ) -> None:
-    async with identity(database_url, kafka_bootstrap, smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap,
+                                smtp_port=smtp_sink.port) as (client, app):
         admin = await make_admin(app, client)
         closed = await client.post("/v1/users", json={"email": "x@example.org",
                                                       "password": PASSWORD})
@@ -164,7 +82,7 @@ async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_f
                                   json={"refresh_token": second.json()["refresh_token"]})
         assert after.status_code == 401
 
-        envelopes = await events_on(kafka_bootstrap, "identity.user", user_id,
+        envelopes = await envelopes_on(kafka_bootstrap, "identity.user", user_id,
                                     {"UserRegistered", "UserEmailConfirmed", "RoleGranted",
                                      "LoginSucceeded", "SessionsRevoked"})
         registered = next(e for e in envelopes if e.type == "guestlist.identity.UserRegistered.v1")
@@ -174,7 +92,7 @@ async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_f
         assert registered.actor_id == user_id
         revoked = next(e for e in envelopes if e.type == "guestlist.identity.SessionsRevoked.v1")
         assert json.loads(revoked.data_json)["cause"] == "refresh_token_reused"
-        viewed = await events_on(kafka_bootstrap, "identity.access", f"access-{user_id}",
+        viewed = await envelopes_on(kafka_bootstrap, "identity.access", f"access-{user_id}",
                                  {"PersonalDataViewed"})
         assert json.loads(viewed[0].data_json)["purpose"] == "self_service"
 
@@ -182,7 +100,8 @@ async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_f
 async def test_five_wrong_passwords_lock_the_account_and_answers_do_not_reveal_accounts(
     database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
 ) -> None:
-    async with identity(database_url, kafka_bootstrap, smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap,
+                                smtp_port=smtp_sink.port) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
         user_id, address = await register_active(client, smtp_sink)
@@ -193,7 +112,7 @@ async def test_five_wrong_passwords_lock_the_account_and_answers_do_not_reveal_a
         assert {w.json()["type"] for w in wrong} == {unknown.json()["type"]}
         locked = await sign_in(client, address)
         assert locked.status_code == 403 and locked.json()["reason"] == "account_locked"
-        envelopes = await events_on(kafka_bootstrap, "identity.user", user_id,
+        envelopes = await envelopes_on(kafka_bootstrap, "identity.user", user_id,
                                     {"LoginFailed", "UserLockedOut"})
         failed = [json.loads(e.data_json) for e in envelopes if "LoginFailed" in e.type]
         assert failed[0]["client_address_hash"] == keyed_hash(
@@ -203,7 +122,8 @@ async def test_five_wrong_passwords_lock_the_account_and_answers_do_not_reveal_a
 async def test_invitation_codes_come_from_kafka_and_grant_their_roles(
     database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
 ) -> None:
-    async with identity(database_url, kafka_bootstrap, smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap,
+                                smtp_port=smtp_sink.port) as (client, app):
         now = datetime.now(UTC)
         invitee = f"grace-{uuid4().hex[:6]}@example.org"
         good, revoked = InvitationCreated(
@@ -253,7 +173,7 @@ async def test_invitation_codes_come_from_kafka_and_grant_their_roles(
         tokens = await sign_in(client, invitee)
         assert tokens.status_code == 201
         user_id = answer.json()["user_id"]
-        envelopes = await events_on(kafka_bootstrap, "identity.user", user_id,
+        envelopes = await envelopes_on(kafka_bootstrap, "identity.user", user_id,
                                     {"UserRegistered", "RoleGranted"})
         grants = [json.loads(e.data_json) for e in envelopes if "RoleGranted" in e.type]
         developer = next(g for g in grants if g["role"] == "platform_developer")
@@ -265,7 +185,8 @@ async def test_a_suspended_persons_token_is_refused_by_another_service_within_a_
     database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink, pg_server: Any
 ) -> None:
     other_db = await pg_server.create_database(f"t_{uuid4().hex[:12]}")
-    async with identity(database_url, kafka_bootstrap, smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap,
+                                smtp_port=smtp_sink.port) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
         user_id, address = await register_active(client, smtp_sink)

@@ -1,0 +1,215 @@
+"""For tests: identity as a real app on PostgreSQL and Kafka, its mail, and what reached Kafka.
+
+``running_identity`` serves the app in-process (ASGI); ``serving_identity``
+puts it on a real HTTP port with uvicorn, for clients that must go over the
+network (schemathesis, ``HttpKeyResolver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from eventkit.envelope import Envelope
+from guestlist.stack.kafka import create_topics
+from guestlist.stack.smtp_sink import SmtpSink
+from services.identity.account_handlers import AccountHandlers
+from services.identity.bootstrap import build_app
+from services.identity.settings import IdentitySettings
+
+TOPICS = ("identity.user", "identity.platform", "identity.access", "invitations.invitation")
+PASSWORD = "correct horse battery staple"  # noqa: S105 - test accounts only
+SERVICE_CLIENT = ("audit", "audit-client-secret-0123")
+CLIENT_ADDRESS = "203.0.113.7"
+
+
+def _settings(database_url: str, kafka_bootstrap: str, overrides: dict[str, Any]
+              ) -> IdentitySettings:
+    values: dict[str, Any] = {"service_clients": "=".join(SERVICE_CLIENT), **overrides}
+    return IdentitySettings(database_url=database_url, kafka_bootstrap=kafka_bootstrap, **values)
+
+
+@asynccontextmanager
+async def running_identity(
+    database_url: str, kafka_bootstrap: str, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """The app with its lifespan (consumers, relay, scheduler), and a client on it."""
+    await create_topics(kafka_bootstrap, dict.fromkeys(TOPICS, 3))
+    app = build_app(_settings(database_url, kafka_bootstrap, overrides))
+    async with LifespanManager(app, startup_timeout=120) as manager:
+        transport = httpx.ASGITransport(app=manager.app, client=(CLIENT_ADDRESS, 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://identity",
+                                     timeout=30) as client:
+            yield client, app
+
+
+@asynccontextmanager
+async def serving_identity(
+    database_url: str, kafka_bootstrap: str, **overrides: Any
+) -> AsyncIterator[tuple[str, FastAPI]]:
+    """The app in uvicorn on a free port of 127.0.0.1; yields its base URL."""
+    await create_topics(kafka_bootstrap, dict.fromkeys(TOPICS, 3))
+    app = build_app(_settings(database_url, kafka_bootstrap, overrides))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(120):
+            while not server.started:
+                assert not serving.done(), "identity did not start"
+                await asyncio.sleep(0.05)
+        yield base_url, app
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_admin(app: FastAPI, client: httpx.AsyncClient) -> dict[str, str]:
+    """A new platform manager, signed in; returns the Authorization header."""
+    accounts: AccountHandlers = app.state.identity.accounts
+    admin_email = f"admin-{uuid4().hex[:8]}@example.org"
+    await accounts.create_admin(email=admin_email, password=PASSWORD, force=True)
+    answer = await sign_in(client, admin_email)
+    assert answer.status_code == 201, answer.text
+    return bearer(answer.json()["access_token"])
+
+
+async def open_platform(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """Registration without an invitation, so tests can make people freely."""
+    answer = await client.put("/v1/platform/settings", headers=admin, json={
+        "name": "Open", "requires_invitation": False, "time_zone": "Europe/Berlin",
+        "default_locale": "en", "dormant_after_days": 90,
+    })
+    assert answer.status_code == 200, answer.text
+
+
+async def register_active(
+    client: httpx.AsyncClient, sink: SmtpSink, name: str = "Ada Lovelace"
+) -> tuple[str, str]:
+    """A confirmed account (through the mailed token); returns (user id, e-mail)."""
+    address = f"ada-{uuid4().hex[:8]}@Example.org"
+    answer = await client.post("/v1/users", json={
+        "email": address, "password": PASSWORD, "name": name})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["status"] == "pending_confirmation"
+    token = await mailed_token(sink, address, "confirmation token")
+    confirmed = await client.post("/v1/users/confirm", json={"token": token})
+    assert confirmed.status_code == 200, confirmed.text
+    return answer.json()["user_id"], address
+
+
+async def signed_in(client: httpx.AsyncClient, address: str) -> dict[str, str]:
+    answer = await sign_in(client, address)
+    assert answer.status_code == 201, answer.text
+    return bearer(answer.json()["access_token"])
+
+
+async def mailed_token(
+    sink: SmtpSink, address: str, label: str, *, skip: int = 0, within: float = 30
+) -> str:
+    """The token after ``label:`` in the (``skip``+1)-th mail to ``address``."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = []
+        for path in sorted(sink.messages()):
+            message = email.message_from_bytes(await asyncio.to_thread(Path(path).read_bytes))
+            if message["To"] != address:
+                continue
+            body = message.get_payload(decode=True)
+            assert isinstance(body, bytes)
+            token = re.search(rf"{label}: (\S+)", body.decode())
+            if token:
+                found.append(token.group(1))
+        if len(found) > skip:
+            return found[skip]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no mail with {label!r} to {address}")
+
+
+async def sign_in(client: httpx.AsyncClient, address: str, password: str = PASSWORD
+                  ) -> httpx.Response:
+    return await client.post("/v1/sessions", json={"email": address, "password": password})
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One record as it reached Kafka: its key and the CloudEvents envelope parsed from it."""
+
+    key: str
+    envelope: Envelope
+
+    @property
+    def name(self) -> str:
+        return self.envelope.type.split(".")[2]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.envelope.data_json)
+        return parsed
+
+
+async def events_on(
+    kafka_bootstrap: str, topic: str, subject: str | UUID, want: set[str] | list[str],
+    within: float = 60,
+) -> list[Published]:
+    """Records of ``subject`` on ``topic`` from the start, until every name in ``want`` came.
+
+    Each record is parsed as a binary-mode CloudEvent (``Envelope.from_kafka``
+    refuses a missing or wrong ``ce_*`` header or content type). ``want`` as a
+    list counts repeats: ``["SessionsRevoked", "SessionsRevoked"]`` waits for two.
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    found: list[Published] = []
+    wanted = list(want)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    envelope = Envelope.from_kafka(record.key, record.value, record.headers)
+                    if envelope.subject == str(subject):
+                        found.append(Published((record.key or b"").decode(), envelope))
+            names = [p.name for p in found]
+            if all(names.count(name) >= wanted.count(name) for name in wanted):
+                return found
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"only {[p.envelope.type for p in found]} on {topic}")
+
+
+def only(published: list[Published], name: str) -> Published:
+    """The one record named ``name``, checked for the CloudEvents attributes every event has."""
+    matching = [p for p in published if p.name == name]
+    assert len(matching) == 1, [p.envelope.type for p in published]
+    record = matching[0]
+    assert record.envelope.type == f"guestlist.identity.{name}.v1"
+    assert record.envelope.source == "/guestlist/identity"
+    assert record.key == record.envelope.subject
+    return record
