@@ -62,6 +62,9 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
         if "invitations" in only:
             print("invitations: HTTP single and bulk, 10,000-row CSV to Kafka…", file=sys.stderr)
             results["invitations"] = await invitations.run(pg, kafka.bootstrap)
+        if "projections" in only:
+            from bench import projections  # wired in one place, read models' own module
+            results["projections"] = await projections.run(pg, kafka.bootstrap, events=events * 5)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
