@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import structlog
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
@@ -30,6 +31,7 @@ from services.notifications.rendering import Renderer
 from services.notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = structlog.get_logger(__name__)
 
 
 class _NoCredentials:
@@ -61,6 +63,24 @@ def _mailer(settings: NotificationsSettings) -> SmtpMailer:
         password=None if password is None else password.get_secret_value(),
         timeout=settings.smtp_timeout,
     )
+
+
+async def _consumers_joined(runtime: ServiceRuntime, *, within: float) -> None:
+    """Start serving once the consumers joined their groups, or after ``within`` s anyway.
+
+    A replica that answers before it reads would be "ready" without being so;
+    Kafka being away only delays the start, /readyz then says what is missing.
+    """
+    checks = [check for check in runtime.readiness_checks()
+              if getattr(check, "name", "").startswith("consumer ")]  # fmt: skip
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        results = [await check() for check in checks]
+        if all(result.ok for result in results):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("serving before every consumer joined its group", waited=within)
 
 
 def build_app(
@@ -113,6 +133,7 @@ def build_app(
             task = asyncio.create_task(
                 sender.run(stopping, interval=settings.delivery_poll_interval), name="sender"
             )
+            await _consumers_joined(runtime, within=settings.startup_consumer_wait)
             try:
                 yield
             finally:

@@ -46,6 +46,8 @@ class NotificationsSettings(ServiceSettings):
     send_lease: timedelta = Field(default=timedelta(minutes=2), gt=timedelta(0))
     delivery_poll_interval: float = Field(default=1.0, gt=0)
     delivery_batch: int = Field(default=50, ge=1, le=1000)
+    # At start-up, how long to wait for the consumers to join before serving anyway (s).
+    startup_consumer_wait: float = Field(default=30.0, ge=0)
 
     recipient_hash_key: SecretStr = SecretStr(DEV_RECIPIENT_HASH_KEY)
 
