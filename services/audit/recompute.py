@@ -14,12 +14,14 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from eventkit.database import Connection
 from services.audit.domain import GENESIS_HASH, ChainCheck
+
+if TYPE_CHECKING:  # a worker process starts with as few imports as it can
+    from eventkit.database import Connection
 
 CHUNK = 20_000
 _TIME = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
