@@ -101,7 +101,7 @@ class AccountHandlers:
         now = self.work.clock()
         user_id = uuid4()
         token = new_secret_token()
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             settings, _ = await self.platform_settings(tx)
             invitation = None
             if command.invitation_code is not None:
@@ -143,11 +143,11 @@ class AccountHandlers:
                     token_hash(token), user_id, now + self._confirmation_ttl,
                 )
         if not admission.confirmed:
-            self._mailer.send_later(
+            self.work.after_commit(lambda: self._mailer.send_later(
                 to=command.email, subject="Confirm your e-mail address",
                 body=f"Confirm your address: {self._public_url}/confirm?token={token}\n"
                 f"confirmation token: {token}\n",
-            )
+            ))
         status = UserStatus.ACTIVE if admission.confirmed else UserStatus.PENDING_CONFIRMATION
         return Registered(user_id, status, written)
 
@@ -166,7 +166,7 @@ class AccountHandlers:
         )
 
     async def confirm(self, token: str) -> tuple[UUID, Written]:
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user_id = await tx.connection.fetchval(
                 "UPDATE one_time_tokens SET used_at = now() WHERE token_hash = $1 "
                 "AND purpose = 'confirm_email' AND used_at IS NULL AND expires_at > now() "
@@ -189,7 +189,7 @@ class AccountHandlers:
 
     async def suspend(self, user_id: UUID, command: SuspendUser, *, by: UUID) -> Written:
         now = self.work.clock()
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             events = user.suspend(reason=command.reason, until=command.until, by=by, now=now)
             written = await self.work.append_to_user(tx, user, events, actor=by)
@@ -199,7 +199,7 @@ class AccountHandlers:
         return written
 
     async def reactivate(self, user_id: UUID, *, by: UUID | None) -> Written:
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             written = await self.work.append_to_user(tx, user, user.reactivate(by=by), actor=by)
             await schedule(tx, user_id, "reactivate", None)
@@ -210,7 +210,7 @@ class AccountHandlers:
     ) -> Written:
         """Delete the account and erase its personal data by destroying its key."""
         now = self.work.clock()
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             events = user.delete(now=now, reason=command.reason if command else None)
             written = await self.work.append_to_user(tx, user, events, actor=by)
@@ -232,7 +232,7 @@ class AccountHandlers:
 
     async def request_deletion(self, user_id: UUID) -> tuple[Written, datetime]:
         now = self.work.clock()
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             events = user.request_deletion(by=user_id, now=now, grace=self._deletion_grace)
             written = await self.work.append_to_user(tx, user, events, actor=user_id)
@@ -251,7 +251,7 @@ class AccountHandlers:
     async def update_profile(
         self, user_id: UUID, command: UpdateProfile, *, by: UUID
     ) -> Written:
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             if user.status is UserStatus.DELETED:
                 raise InvalidTransition(UserStatus.DELETED, UserStatus.DELETED)
@@ -273,7 +273,7 @@ class AccountHandlers:
     async def grant(self, user_id: UUID, command: GrantRole, *, by: UUID) -> Written:
         assignment = RoleAssignment(role=command.role, scope=command.scope,
                                     community_id=command.community_id)
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             granter = await self.work.load_user(tx, by)
             user = await self._existing(tx, user_id)
             events = user.grant_role(assignment, granter=Granter(by, frozenset(granter.roles)))
@@ -281,7 +281,7 @@ class AccountHandlers:
 
     async def revoke(self, user_id: UUID, assignment: RoleAssignment, *, by: UUID) -> Written:
         now = self.work.clock()
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             revoker = await self.work.load_user(tx, by)
             user = await self._existing(tx, user_id)
             events = user.revoke_role(
@@ -296,7 +296,7 @@ class AccountHandlers:
     async def run_due_work(self) -> int:
         done = 0
         while True:
-            async with self.work.store.transaction() as tx:
+            async with self.work.transaction() as tx:
                 row = await tx.connection.fetchrow(
                     "SELECT user_id, kind FROM scheduled_work WHERE due_at <= $1 "
                     "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED", self.work.clock(),
@@ -327,7 +327,7 @@ class AccountHandlers:
     # -- the first platform manager --------------------------------------------
 
     async def create_admin(self, *, email: str, password: str, force: bool) -> UUID:
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             exists = await tx.connection.fetchval(
                 "SELECT count(*) > 0 FROM events WHERE type = 'guestlist.identity.RoleGranted.v1' "
                 "AND data->>'role' = 'platform_manager'"
@@ -338,7 +338,7 @@ class AccountHandlers:
         password_hash = await hash_password(password)
         user_id = uuid4()
         keys = self.work.keys
-        async with self.work.store.transaction() as tx:
+        async with self.work.transaction() as tx:
             try:
                 async with tx.connection.transaction():
                     await tx.connection.execute(

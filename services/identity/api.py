@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventkit.http.auth import CurrentPrincipal, Principal, require_permission
+from eventkit.http.idempotency import Idempotency, IdempotencyKey, fingerprint_request
 from eventkit.http.problems import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Problem
 from eventkit.personal_data import encode_key
 from schemas.roles import Role, RoleAssignment, RoleScope
@@ -81,15 +83,44 @@ def _check_password(h: IdentityHandlers, password: str, email: str | None, field
         raise Problem(type_=WEAK_PASSWORD, detail=f"{field} {problem}", field=field)
 
 
+async def _write(
+    request: Request, h: IdentityHandlers, *, principal: Principal | None, key: str | None,
+    idempotency: Idempotency, status: int, run: Callable[[], Awaitable[dict[str, Any]]],
+) -> Response:
+    """Run a command; with an Idempotency-Key its answer commits in the command's transaction.
+
+    The same key and body answer the first answer again (``Idempotent-Replayed``);
+    the same key with another body is a 422.
+    """
+    if key is None:
+        return JSONResponse(await run(), status_code=status)
+    fingerprint = await fingerprint_request(request, principal.subject if principal else None)
+    async with h.accounts.work.command() as tx:
+        previous = await idempotency.claim(tx.connection, key, fingerprint)
+        if previous is not None:
+            return previous.to_response(replayed=True)
+        body = await run()
+        stored = await idempotency.remember(tx.connection, key, status, body)
+    return stored.to_response()
+
+
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["identity"])
 
     @router.post("/users", status_code=201)
-    async def register_user(command: RegisterUser, h: Handlers) -> dict[str, Any]:
+    async def register_user(
+        command: RegisterUser, request: Request, h: Handlers, key: IdempotencyKey,
+        idempotency: Idempotency,
+    ) -> Response:
         _check_password(h, command.password.get_secret_value(), command.email, "password")
-        registered = await h.accounts.register(command)
-        return {"user_id": str(registered.user_id), "status": registered.status.value,
-                **registered.written.body()}
+
+        async def run() -> dict[str, Any]:
+            registered = await h.accounts.register(command)
+            return {"user_id": str(registered.user_id), "status": registered.status.value,
+                    **registered.written.body()}
+
+        return await _write(request, h, principal=None, key=key, idempotency=idempotency,
+                            status=201, run=run)
 
     @router.post("/users/confirm")
     async def confirm_email(command: ConfirmEmail, h: Handlers) -> dict[str, Any]:
@@ -106,13 +137,20 @@ def build_router() -> APIRouter:
 
     @router.put("/platform/settings")
     async def put_platform_settings(
-        body: PlatformSettingsBody, h: Handlers, principal: SettingsManager
-    ) -> dict[str, Any]:
-        async with h.accounts.work.store.transaction() as tx:
-            event, written = await h.accounts.change_platform_settings(
-                tx, body.model_dump(), by=_user(principal)
-            )
-        return {**event.model_dump(mode="json"), **written.body()}
+        body: PlatformSettingsBody, request: Request, h: Handlers, principal: SettingsManager,
+        key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            async with h.accounts.work.transaction() as tx:
+                event, written = await h.accounts.change_platform_settings(
+                    tx, body.model_dump(), by=by
+                )
+            return {**event.model_dump(mode="json"), **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     # -- sessions -----------------------------------------------------------------
 
@@ -163,46 +201,80 @@ def build_router() -> APIRouter:
 
     @router.post("/users/{user_id}/suspend")
     async def suspend(
-        user_id: UUID, command: SuspendUser, h: Handlers,
-        principal: UserManager,
-    ) -> dict[str, Any]:
-        written = await h.accounts.suspend(user_id, command, by=_user(principal))
-        return {"user_id": str(user_id), "status": "suspended", **written.body()}
+        user_id: UUID, command: SuspendUser, request: Request, h: Handlers,
+        principal: UserManager, key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.suspend(user_id, command, by=by)
+            return {"user_id": str(user_id), "status": "suspended", **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     @router.post("/users/{user_id}/reactivate")
     async def reactivate(
-        user_id: UUID, h: Handlers, principal: UserManager
-    ) -> dict[str, Any]:
-        written = await h.accounts.reactivate(user_id, by=_user(principal))
-        return {"user_id": str(user_id), "status": "active", **written.body()}
+        user_id: UUID, request: Request, h: Handlers, principal: UserManager,
+        key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.reactivate(user_id, by=by)
+            return {"user_id": str(user_id), "status": "active", **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     @router.delete("/users/{user_id}")
     async def delete_user(
-        user_id: UUID, h: Handlers,
-        principal: PersonDeleter,
-        command: Annotated[DeleteUser, Body()],
-    ) -> dict[str, Any]:
-        written = await h.accounts.delete(user_id, command, by=_user(principal))
-        return {"user_id": str(user_id), "status": "deleted", **written.body()}
+        user_id: UUID, request: Request, h: Handlers,
+        principal: PersonDeleter, command: Annotated[DeleteUser, Body()],
+        key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.delete(user_id, command, by=by)
+            return {"user_id": str(user_id), "status": "deleted", **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     @router.post("/users/{user_id}/roles", status_code=201)
     async def grant_role(
-        user_id: UUID, command: GrantRole, h: Handlers, principal: CurrentPrincipal
-    ) -> dict[str, Any]:
-        written = await h.accounts.grant(user_id, command, by=_user(principal))
-        return {"user_id": str(user_id), **command.model_dump(mode="json"), **written.body()}
+        user_id: UUID, command: GrantRole, request: Request, h: Handlers,
+        principal: CurrentPrincipal, key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.grant(user_id, command, by=by)
+            return {"user_id": str(user_id), **command.model_dump(mode="json"),
+                    **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=201, run=run)
 
     @router.delete("/users/{user_id}/roles/{scope}/{role}")
     async def revoke_role(
-        user_id: UUID, scope: RoleScope, role: Role, h: Handlers, principal: CurrentPrincipal,
+        user_id: UUID, scope: RoleScope, role: Role, request: Request, h: Handlers,
+        principal: CurrentPrincipal, key: IdempotencyKey, idempotency: Idempotency,
         community_id: Annotated[UUID | None, Query()] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         try:
             assignment = RoleAssignment(role=role, scope=scope, community_id=community_id)
         except ValueError as error:
             raise Problem(type_="validation-error", detail=str(error), field="role") from None
-        written = await h.accounts.revoke(user_id, assignment, by=_user(principal))
-        return {"user_id": str(user_id), **written.body()}
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.revoke(user_id, assignment, by=by)
+            return {"user_id": str(user_id), **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     # -- personal data ------------------------------------------------------------
 
@@ -223,11 +295,17 @@ def build_router() -> APIRouter:
 
     @router.patch("/users/{user_id}")
     async def update_user(
-        user_id: UUID, command: UpdateProfile, h: Handlers,
-        principal: PersonUpdater,
-    ) -> dict[str, Any]:
-        written = await h.accounts.update_profile(user_id, command, by=_user(principal))
-        return {"user_id": str(user_id), **written.body()}
+        user_id: UUID, command: UpdateProfile, request: Request, h: Handlers,
+        principal: PersonUpdater, key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
+        by = _user(principal)
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.update_profile(user_id, command, by=by)
+            return {"user_id": str(user_id), **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     @router.get("/me")
     async def me(
@@ -244,11 +322,17 @@ def build_router() -> APIRouter:
 
     @router.patch("/me")
     async def update_me(
-        command: UpdateProfile, principal: CurrentPrincipal, h: Handlers
-    ) -> dict[str, Any]:
+        command: UpdateProfile, request: Request, principal: CurrentPrincipal, h: Handlers,
+        key: IdempotencyKey, idempotency: Idempotency,
+    ) -> Response:
         user_id = _user(principal)
-        written = await h.accounts.update_profile(user_id, command, by=user_id)
-        return {"user_id": str(user_id), **written.body()}
+
+        async def run() -> dict[str, Any]:
+            written = await h.accounts.update_profile(user_id, command, by=user_id)
+            return {"user_id": str(user_id), **written.body()}
+
+        return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
+                            status=200, run=run)
 
     @router.get("/me/export")
     async def export_me(principal: CurrentPrincipal, h: Handlers) -> JSONResponse:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,13 @@ from schemas.identity import SessionsRevoked
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import User
 from services.identity.personal_data_keys import PersonalDataKeys
+
+# The transaction of the command being served, when the route opened one (Idempotency-Key),
+# and what the handlers asked to do once it commits.
+_COMMAND_TX: ContextVar[PostgresTransaction | None] = ContextVar("identity_command_tx",
+                                                                 default=None)
+_AFTER_COMMIT: ContextVar[list[Callable[[], None]] | None] = ContextVar("identity_after_commit",
+                                                                       default=None)
 
 PLATFORM_ID = uuid.uuid5(uuid.NAMESPACE_URL, "https://guestlist.dev/platform")
 SERVICE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://guestlist.dev/service-clients")
@@ -84,6 +93,43 @@ class UnitOfWork:
     @property
     def store(self) -> PostgresEventStore:
         return self._store()
+
+    @asynccontextmanager
+    async def command(self) -> AsyncIterator[PostgresTransaction]:
+        """One transaction for everything the handlers called inside do.
+
+        A route opens it to commit an Idempotency-Key answer with the command's
+        events; the handlers' own ``transaction()`` joins it, and their
+        ``after_commit`` actions (mail, in-process revocations) wait for its commit.
+        """
+        pending: list[Callable[[], None]] = []
+        async with self.store.transaction() as tx:
+            tx_token, pending_token = _COMMAND_TX.set(tx), _AFTER_COMMIT.set(pending)
+            try:
+                yield tx
+            finally:
+                _COMMAND_TX.reset(tx_token)
+                _AFTER_COMMIT.reset(pending_token)
+        for action in pending:
+            action()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """The command's transaction if a route opened one, else a new one."""
+        current = _COMMAND_TX.get()
+        if current is not None:
+            yield current
+            return
+        async with self.store.transaction() as tx:
+            yield tx
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the command's transaction committed (at once outside one)."""
+        pending = _AFTER_COMMIT.get()
+        if pending is None:
+            action()
+        else:
+            pending.append(action)
 
     async def history(
         self, tx: PostgresTransaction, stream_id: str
@@ -144,6 +190,9 @@ class UnitOfWork:
 
     def apply_revocations(self, events: Sequence[EventData], at: datetime) -> None:
         """Refuse revoked tokens in this process at once; other services learn it from Kafka."""
+        self.after_commit(lambda: self._revoke(events))
+
+    def _revoke(self, events: Sequence[EventData]) -> None:
         for event in events:
             if isinstance(event, SessionsRevoked):
                 if event.session_id is not None:
