@@ -146,6 +146,8 @@ class User:
     locked_until: datetime | None = None
     suspended_until: datetime | None = None
     delete_after: datetime | None = None
+    # The latest cut-off before which every token of the user is refused (eventkit.revocations).
+    sessions_revoked_before: datetime | None = None
 
     @classmethod
     def from_history(
@@ -160,6 +162,7 @@ class User:
 
     def apply(self, event: EventData, at: datetime) -> None:
         self.version += 1
+        self._note_revocation(event, at)
         match event:
             case UserRegistered():
                 self.status = UserStatus.PENDING_CONFIRMATION
@@ -185,6 +188,18 @@ class User:
                 self.recent_failures = []
             case _:
                 pass
+
+    def _note_revocation(self, event: EventData, at: datetime) -> None:
+        # The same cut-offs eventkit.revocations derives from these events in every service.
+        cut_off = None
+        if isinstance(event, SessionsRevoked) and event.session_id is None:
+            cut_off = event.issued_before
+        elif isinstance(event, UserSuspended | UserDeleted | RoleRevoked):
+            cut_off = at
+        if cut_off is not None and (
+            self.sessions_revoked_before is None or cut_off > self.sessions_revoked_before
+        ):
+            self.sessions_revoked_before = cut_off
 
     # -- reading --------------------------------------------------------------
 

@@ -7,6 +7,8 @@ knows the password learns the account's state (unconfirmed, suspended, locked).
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
@@ -14,7 +16,7 @@ from uuid import UUID, uuid4
 from eventkit.http.problems import Problem
 from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
-from services.identity.domain import LockoutPolicy, UserStatus
+from services.identity.domain import LockoutPolicy, User, UserStatus
 from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
 from services.identity.mail import Mailer
 from services.identity.passwords import hash_password, verify_password
@@ -25,7 +27,7 @@ from services.identity.problems import (
     INVALID_TOKEN,
     WEAK_PASSWORD,
 )
-from services.identity.signing_keys import TokenMinter
+from services.identity.signing_keys import AccessToken, TokenMinter
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +103,25 @@ class SessionHandlers:
             raise _bad_credentials()
         if refusal is not None:
             raise Problem(type_=ACCOUNT_UNAVAILABLE, detail=_REFUSALS[refusal], reason=refusal)
-        access = await self.minter.mint(
-            subject=str(user_id), session_id=str(session_id), permissions=user.permissions,
-            now=now,
-        )
+        access = await self._mint(user, session_id)
         return Tokens(access.token, access.expires_at, refresh, session_id, user_id)
+
+    async def _mint(self, user: User, session_id: UUID) -> AccessToken:
+        """An access token that verifiers will accept, even right after a revocation.
+
+        ``iat`` has one-second precision and verifiers refuse a token from the
+        revocation's own second, so a sign-in in that second waits for the next one.
+        """
+        now = self.work.clock()
+        cut_off = user.sessions_revoked_before
+        if cut_off is not None and math.floor(now.timestamp()) < cut_off.timestamp():
+            wait = math.ceil(cut_off.timestamp()) - now.timestamp() + 0.001
+            await asyncio.sleep(min(wait, 1.01))
+            now = self.work.clock()
+        return await self.minter.mint(
+            subject=str(user.user_id), session_id=str(session_id),
+            permissions=user.permissions, now=now,
+        )
 
     async def _open_session(
         self, tx: PostgresTransaction, user_id: UUID, session_id: UUID, now: datetime
@@ -155,10 +171,7 @@ class SessionHandlers:
             self.work.apply_revocations([event], now)
             raise Problem(type_=INVALID_REFRESH_TOKEN,
                           detail="this refresh token was used before; the session was ended")
-        access = await self.minter.mint(
-            subject=str(user_id), session_id=str(session_id), permissions=user.permissions,
-            now=now,
-        )
+        access = await self._mint(user, session_id)
         return Tokens(access.token, access.expires_at, new_refresh, session_id, user_id)
 
     async def _revoke_session(

@@ -48,11 +48,14 @@ async def test_change_and_reset_password_end_sessions_and_only_the_new_password_
             "current_password": PASSWORD, "new_password": address.upper()})
         changed = await client.post("/v1/me/password", headers=me, json={
             "current_password": PASSWORD, "new_password": NEW_PASSWORD})
+        new_password = await sign_in(client, address, NEW_PASSWORD)
+        # Signed in within the second the change revoked every session: still a good token.
+        fresh = await client.get("/v1/me", headers={
+            "Authorization": f"Bearer {new_password.json()['access_token']}"})
         old_token = await client.get("/v1/me", headers=me)
         old_refresh = await client.post("/v1/sessions/refresh",
                                         json={"refresh_token": first.json()["refresh_token"]})
         old_password = await sign_in(client, address)
-        new_password = await sign_in(client, address, NEW_PASSWORD)
 
         unknown = await client.post("/v1/password-resets", json={"email": "no@example.org"})
         asked = await client.post("/v1/password-resets", json={"email": address.lower()})
@@ -74,6 +77,7 @@ async def test_change_and_reset_password_end_sessions_and_only_the_new_password_
     assert changed.status_code == 204
     assert old_token.status_code == 401 and old_refresh.status_code == 401
     assert old_password.status_code == 401 and new_password.status_code == 201
+    assert fresh.status_code == 200, fresh.text
     # The same answer whether or not the address has an account.
     assert unknown.status_code == asked.status_code == 202
     assert bad_token.status_code == 400 and bad_token.json()["field"] == "token"
