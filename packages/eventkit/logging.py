@@ -38,7 +38,8 @@ _SEPARATORS = re.compile(r"[-.\s]+")
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]+@", re.IGNORECASE)
 _ASSIGNMENT = re.compile(
-    r"(?P<name>\b[\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*)"
+    # A bare "code" too: invitation, confirmation and reset codes travel as ?code=…
+    r"(?P<name>\b(?:[\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*|code))"
     r"(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s,;&]+)",
     re.IGNORECASE,
 )

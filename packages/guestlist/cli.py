@@ -19,6 +19,7 @@ from guestlist.audit_cli import audit_app
 from guestlist.dlq_cli import dlq_app
 from guestlist.projections_cli import projections_app
 from guestlist.stack import control, local
+from services.invitations.cli import invitations_app
 
 app = typer.Typer(
     name="guestlist",
@@ -31,6 +32,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 app.add_typer(projections_app, name="projections")
+app.add_typer(invitations_app, name="invitations")
 
 VarDir = Annotated[
     Path, typer.Option("--var-dir", help="Where the stack keeps data, logs and its state file.")

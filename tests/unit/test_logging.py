@@ -102,3 +102,12 @@ async def test_lines_logged_during_a_request_carry_its_request_id(
     assert logged["pinged"]["request_id"] == "req-7"
     assert "trace_id" in logged["pinged"]  # the request's server span
     assert "request_id" not in logged["after the request"]
+
+
+def test_a_code_in_a_query_string_is_scrubbed_but_status_codes_stay() -> None:
+    from eventkit.logging import scrub_text
+
+    line = "GET /v1/invitations/lookup?code=Zm9vYmFy&locale=en status_code=200"
+    assert scrub_text(line) == (
+        "GET /v1/invitations/lookup?code=[redacted]&locale=en status_code=200"
+    )

@@ -30,6 +30,7 @@ from guestlist.stack.services import (
     SERVICES,
     ServiceSpec,
     ServiceStartError,
+    client_secrets,
     launch,
     service_env,
     wait_healthy,
@@ -135,6 +136,7 @@ class LocalStack:
     async def _start_services(self, var: Path, own: bool) -> None:
         assert self.postgres is not None and self.kafka is not None
         pg, bootstrap = self.postgres, self.kafka.bootstrap
+        clients = client_secrets()
 
         async def start_one(spec: ServiceSpec) -> None:
             env = service_env(
@@ -142,6 +144,7 @@ class LocalStack:
                 database_url=pg.dsn(spec.database),
                 kafka_bootstrap=bootstrap,
                 smtp_port=self.options.smtp_port,
+                clients=clients,
             )
             log = var / "log" / f"{spec.name}.log"
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -59,11 +60,33 @@ class ServiceStartError(RuntimeError):
     """A service did not come up; the message names it and says why."""
 
 
+# Services that fetch personal-data keys from identity with a service token.
+KEY_READERS = ("invitations", "notifications", "audit", "projections")
+
+
+def client_secrets() -> dict[str, str]:
+    """One fresh secret per key-reading service, for this run of the local stack only."""
+    return {name: secrets.token_urlsafe(32) for name in KEY_READERS}
+
+
 def service_env(
-    spec: ServiceSpec, *, database_url: str, kafka_bootstrap: str, smtp_port: int
+    spec: ServiceSpec,
+    *,
+    database_url: str,
+    kafka_bootstrap: str,
+    smtp_port: int,
+    clients: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """What a service reads at start-up, on top of the caller's environment."""
+    credentials: dict[str, str] = {}
+    if clients and spec.name == "identity":
+        credentials["SERVICE_CLIENTS"] = ",".join(f"{n}={s}" for n, s in clients.items())
+    elif clients and spec.name in clients:
+        # audit prefixes its own settings; the others read the plain name.
+        prefix = "AUDIT_" if spec.name == "audit" else ""
+        credentials[f"{prefix}SERVICE_CLIENT_SECRET"] = clients[spec.name]
     return {
+        **credentials,
         "SERVICE_PORT": str(spec.port),
         "HTTP_PORT": str(spec.port),
         "DATABASE_URL": database_url,
