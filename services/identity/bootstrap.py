@@ -28,7 +28,6 @@ from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError, LockoutPolicy
 from services.identity.handlers import UnitOfWork
 from services.identity.mail import Mailer
-from services.identity.openapi import declare_problems
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.problems import problem_for
 from services.identity.service_clients import ServiceClients
@@ -107,7 +106,6 @@ def build_app(settings: IdentitySettings) -> FastAPI:
         _local_key_set(signing_keys, settings), issuer=settings.jwt_issuer,
         audience=settings.jwt_audience, revoked=revoked,
     )
-    declare_problems(app)
     app.add_exception_handler(DomainError, _on_domain_error)
     app.add_exception_handler(ConcurrencyError, _on_concurrency_error)
     return app

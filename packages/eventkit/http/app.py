@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from eventkit.http.auth import JwksKeySet, RevokedSessions, TokenVerifier
 from eventkit.http.idempotency import IDEMPOTENCY_KEY_HEADER, REPLAYED_HEADER, IdempotencyStore
+from eventkit.http.openapi import declare_problems
 from eventkit.http.operations import operations_router
 from eventkit.http.problems import install_problem_handlers
 from eventkit.http.readiness import ReadinessCheck
@@ -121,4 +122,5 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     install_tracing(app, tracer_provider)
+    declare_problems(app)
     return app

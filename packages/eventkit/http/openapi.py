@@ -1,4 +1,4 @@
-"""Identity's OpenAPI document, saying what its errors really are: RFC 9457 problems.
+"""Every service's OpenAPI document, saying what its errors really are: RFC 9457 problems.
 
 FastAPI declares every 422 as ``application/json`` with its own
 ``HTTPValidationError`` shape; the service answers every 4xx as
