@@ -8,23 +8,21 @@ thread with a token carrying view_audit_log and export_audit_log.
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import httpx
 import pytest
-import uvicorn
 
 from eventkit.personal_data import new_data_key
 from eventkit.publisher import KafkaPublisher
 from eventkit.testing.consumer_contract import eventually
+from eventkit.testing.openapi import fuzz, serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from services.audit.bootstrap import build_app
 from services.audit.settings import AuditSettings
 from tests.integration.test_audit_api import Keys, registered
-from tests.integration.test_notifications_openapi import fuzz
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +42,7 @@ async def test_generated_requests_never_get_a_server_error(
             audit_access_topic=await kafka_topics("audit.access", 1),
             audit_signing_key_file=tmp_path / "key.pem", audit_checkpoint_every=5,
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server = uvicorn.Server(uvicorn.Config(build_app(settings, keys=Keys()), log_config=None,
-                                               access_log=False))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            async with asyncio.timeout(120):
-                while not server.started:
-                    assert not serving.done(), "the service did not start"
-                    await asyncio.sleep(0.05)
+        async with serving(build_app(settings, keys=Keys())) as base_url:
             publisher = KafkaPublisher(kafka_bootstrap, client_id="audit-fuzz")
             await publisher.start()
             try:
@@ -72,10 +60,6 @@ async def test_generated_requests_never_get_a_server_error(
                 await eventually(logged, 60)
                 document = (await client.get(f"{base_url}/openapi.json")).json()
             errors, statuses = await asyncio.to_thread(fuzz, base_url, document, token, 30)
-        finally:
-            server.should_exit = True
-            await serving
-            sock.close()
 
     assert {"/v1/audit/events", "/v1/audit/subjects/{subject_id}/timeline", "/v1/audit/verify",
             "/v1/audit/export", "/v1/audit/checkpoints/latest", "/v1/audit/replays",

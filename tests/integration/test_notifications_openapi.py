@@ -8,19 +8,14 @@ platform manager's token, so they reach the handlers, not just the 401.
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections import Counter
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import httpx
-import hypothesis
 import pytest
-import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, Phase
 
+from eventkit.testing.openapi import fuzz, serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
 from guestlist.stack.smtp_sink import SmtpSink
@@ -29,36 +24,6 @@ from services.notifications.bootstrap import build_app
 from services.notifications.settings import NotificationsSettings
 
 pytestmark = pytest.mark.integration
-
-
-def fuzz(
-    base_url: str, document: dict[str, Any], token: str, examples: int
-) -> tuple[list[str], Counter[int]]:
-    schema = schemathesis.openapi.from_dict(document)
-    server_errors: list[str] = []
-    statuses: Counter[int] = Counter()
-    for result in schema.get_all_operations():
-        operation = result.ok()
-
-        @hypothesis.settings(
-            max_examples=examples, deadline=None, database=None,
-            suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
-        )
-        @hypothesis.given(case=operation.as_strategy())
-        def call(case: Any) -> None:
-            response = case.call(
-                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            )
-            statuses[response.status_code] += 1
-            # /readyz answers 503 by design while a consumer is still joining its group.
-            if response.status_code >= 500 and case.path != "/readyz":
-                server_errors.append(
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                    f"{response.text[:300]}"
-                )
-
-        call()
-    return server_errors, statuses
 
 
 async def test_generated_requests_never_get_a_server_error(
@@ -76,24 +41,10 @@ async def test_generated_requests_never_get_a_server_error(
             platform_topic=await kafka_topics("identity.platform"),
             invitation_topic=await kafka_topics("invitations.invitation"),
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server = uvicorn.Server(uvicorn.Config(build_app(settings), log_config=None,
-                                               access_log=False))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            async with asyncio.timeout(120):
-                while not server.started:
-                    assert not serving.done(), "the service did not start"
-                    await asyncio.sleep(0.05)
+        async with serving(build_app(settings)) as base_url:
             async with httpx.AsyncClient() as client:
                 document = (await client.get(f"{base_url}/openapi.json")).json()
             errors, statuses = await asyncio.to_thread(fuzz, base_url, document, token, 30)
-        finally:
-            server.should_exit = True
-            await serving
-            sock.close()
 
     assert {"/v1/notifications", "/v1/notifications/{notification_id}",
             "/v1/notifications/{notification_id}/retry", "/v1/templates",

@@ -13,10 +13,10 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from test_notifications_openapi import fuzz
 from test_projections_directory import Topics, eventually, registered, running_service
 from test_projections_invitations import applied, created
 
+from eventkit.testing.openapi import fuzz
 from schemas.permissions import ROLE_PERMISSIONS
 
 pytestmark = pytest.mark.integration
