@@ -224,6 +224,10 @@ async def test_the_directory_shows_people_with_roles_status_and_inviter_and_audi
             code_hash="ab" * 32), subject_id=str(invitation_id), key=invitation_key),
             str(invitation_id))
         last = user_event(UserDeleted(user_id=cy), cy)
+        ana_last = user_event(LoginSucceeded(user_id=ana, session_id=uuid.uuid4(),
+                                             expires_at=datetime.now(UTC) + timedelta(hours=1)),
+                              ana)
+        bo_last = user_event(UserSuspended(user_id=bo, reason="Spam"), bo)
         # The registration comes before the invitation it names (another topic): both orders work.
         await service.publish(
             ana_joined, bo_joined, cy_joined,
@@ -232,11 +236,17 @@ async def test_the_directory_shows_people_with_roles_status_and_inviter_and_audi
                                    community_id=community, granted_by=inviter), ana),
             user_event(RoleGranted(user_id=ana, role="platform_tech_support", scope="platform",
                                    granted_by=inviter, privilege_escalation=True), ana),
-            user_event(LoginSucceeded(user_id=ana, session_id=uuid.uuid4(),
-                                      expires_at=datetime.now(UTC) + timedelta(hours=1)), ana),
-            user_event(UserSuspended(user_id=bo, reason="Spam"), bo),
-            invited, last,
+            ana_last, bo_last, invited, last,
         )
+        # A position covers its own event only: people live on other partitions, so
+        # reach each one's last event before reading everyone at the last position.
+        for earlier in (ana_last, bo_last):
+            reached = await service.client.get(
+                "/v1/directory/users",
+                # A search that matches nobody waits like any read but shows (and audits) no one.
+                params={"min_position": position_of_id(earlier.id), "q": "nobody-at-all"},
+                headers=service.auth())
+            assert reached.json()["consistency"]["reached"] is True
         token = position_of_id(last.id)
         everyone = await service.client.get(
             "/v1/directory/users", params={"min_position": token, "limit": 10},
