@@ -25,6 +25,7 @@ from schemas.values import Digest, Endpoint, Identifier
 
 IDENTITY_ACCESS_TOPIC = "identity.access"
 PROJECTIONS_ACCESS_TOPIC = "projections.access"
+INVITATIONS_ACCESS_TOPIC = "invitations.access"
 AUDIT_ACCESS_TOPIC = "audit.access"
 
 Actor = Annotated[
@@ -61,6 +62,16 @@ class ProjectionsPersonalDataViewed(
     topic=PROJECTIONS_ACCESS_TOPIC,
 ):
     """A dashboard read model showed someone's personal data."""
+
+
+class InvitationsPersonalDataViewed(
+    PersonalDataViewed,
+    service="invitations",
+    name="PersonalDataViewed",
+    version=1,
+    topic=INVITATIONS_ACCESS_TOPIC,
+):
+    """The invitations service showed an invitee's data; the subject is the invitation id."""
 
 
 class AuditLogQueried(
@@ -100,6 +111,7 @@ class AuditReplayStarted(
 ACCESS_EVENTS: tuple[type[EventData], ...] = (
     IdentityPersonalDataViewed,
     ProjectionsPersonalDataViewed,
+    InvitationsPersonalDataViewed,
     AuditLogQueried,
     AuditLogExported,
     AuditReplayStarted,
