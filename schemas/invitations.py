@@ -10,7 +10,7 @@ the key makes every copy unreadable.
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
 from pydantic import Field, StringConstraints, model_validator
@@ -165,6 +165,27 @@ class InvitationUrlViewed(
     endpoint: Endpoint
 
 
+class InvitationAcceptanceRefused(
+    EventData,
+    service="invitations",
+    name="InvitationAcceptanceRefused",
+    version=1,
+    topic=INVITATION_TOPIC,
+):
+    """A registration named this invitation, but it could no longer be accepted.
+
+    Identity admits a registration on its own, possibly lagging, copy of the
+    invitation's history; this event records that the invitation was revoked,
+    had expired, was not yet valid or was accepted by someone else by the
+    registration's time. The account stays; the invitation does not change.
+    """
+
+    invitation_id: UUID
+    user_id: UUID = Field(description="The account the registration created.")
+    reason: Literal["revoked", "expired", "not_yet_valid", "already_accepted"]
+    registered_at: Timestamp = Field(description="The registration's time, decided against.")
+
+
 INVITATION_EVENTS: tuple[type[EventData], ...] = (
     InvitationCreated,
     InvitationResent,
@@ -174,4 +195,5 @@ INVITATION_EVENTS: tuple[type[EventData], ...] = (
     InvitationExpired,
     InvitationSendDue,
     InvitationUrlViewed,
+    InvitationAcceptanceRefused,
 )
