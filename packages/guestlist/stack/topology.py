@@ -19,6 +19,7 @@ DOMAIN_TOPICS: Final[tuple[str, ...]] = (
     "identity.platform",
     "identity.access",
     "invitations.invitation",
+    "invitations.access",
     "notifications.delivery",
     "audit.access",
     "projections.access",
