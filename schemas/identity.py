@@ -1,19 +1,21 @@
 """Events of the identity service: ``identity.user`` and ``identity.platform``.
 
 Every user event carries ``user_id`` (also the Kafka key and ``ce_subject``)
-so a reader of the data alone knows whose it is. Secrets never appear here:
-no password hashes, reset or confirmation tokens; identity keeps those in its
-own tables.
+so a reader of the data alone knows whose it is. No password hashes appear
+here. A confirmation or reset token, and the address a farewell goes to, travel
+only sealed under a *delivery key*: a key of that one message, which identity
+serves only to the notifications service and only until it expires; every
+other reader finds it erased.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from eventkit.registry import EventData
+from eventkit.registry import PERSONAL, EventData
 from schemas.roles import Role, RoleScope, check_scope
 from schemas.values import (
     Digest,
@@ -29,6 +31,15 @@ from schemas.values import (
 USER_TOPIC = "identity.user"
 PLATFORM_TOPIC = "identity.platform"
 
+# A one-time token, always sealed under a delivery key (pd1:<key id>:...), never in clear.
+SealedToken = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    PERSONAL,
+    Field(description="A secret one-time token, encrypted under a delivery key that only "
+          "the notifications service may fetch, until the token expires."),
+]
+
 
 class UserRegistered(
     EventData, service="identity", name="UserRegistered", version=1, topic=USER_TOPIC
@@ -41,6 +52,11 @@ class UserRegistered(
     locale: Locale
     via_invitation_id: UUID | None = Field(
         default=None, description="The invitation accepted to register, if any."
+    )
+    confirmation_token: SealedToken | None = Field(
+        default=None,
+        description="The e-mail confirmation token, sealed; null when an invitation for this "
+        "address confirmed it already.",
     )
 
 
@@ -162,6 +178,11 @@ class PasswordResetRequested(
 ):
     user_id: UUID
     expires_at: Timestamp
+    reset_token: SealedToken | None = Field(default=None, description="The reset token, sealed.")
+    email: Email | None = Field(
+        default=None, description="The address the reset link goes to, sealed with the "
+        "person's key."
+    )
 
 
 class _RoleChange(EventData):
@@ -221,6 +242,10 @@ class UserDeleted(EventData, service="identity", name="UserDeleted", version=1, 
 
     user_id: UUID
     reason: Reason | None = Field(default=None, description="Why staff deleted the account.")
+    email: Email | None = Field(
+        default=None, description="The address for the deletion notice, sealed under a "
+        "delivery key (the person's key is gone) that expires after a few days."
+    )
 
 
 class PlatformSettingsChanged(
