@@ -190,7 +190,9 @@ def test_the_schema_refuses_data_the_model_refuses() -> None:
 
 
 def test_personal_data_is_marked_where_design_says_it_lives() -> None:
-    assert personal_fields(identity.UserRegistered) == ("email", "name")
+    assert personal_fields(identity.UserRegistered) == ("email", "name", "confirmation_token")
+    assert personal_fields(identity.PasswordResetRequested) == ("reset_token", "email")
+    assert personal_fields(identity.UserDeleted) == ("email",)
     assert personal_fields(identity.LoginFailed) == ("ip_address",)
     assert personal_fields(invitations.InvitationCreated) == (
         "invitee_email", "greeting", "invitation_code"
