@@ -1,4 +1,9 @@
-"""Accounts: registration, confirmation, staff actions on accounts and roles, platform settings."""
+"""Accounts: registration, confirmation, staff actions on accounts and roles, platform settings.
+
+Identity sends no mail. The confirmation token rides on ``UserRegistered`` and
+the farewell address on ``UserDeleted``, each sealed under a delivery key only
+the notifications service may fetch, until it expires (``personal_data_keys``).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,15 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from eventkit.http.problems import Problem
+from eventkit.personal_data import ERASED
 from eventkit.postgres_store import PostgresTransaction
-from schemas.identity import PlatformSettingsChanged, UserDataExported, UserProfileUpdated
+from eventkit.registry import EventData
+from schemas.identity import (
+    PlatformSettingsChanged,
+    UserDataExported,
+    UserDeleted,
+    UserProfileUpdated,
+)
 from schemas.roles import DEFAULT_COMMUNITY_ROLE, RoleAssignment
 from services.identity.commands import (
     DeleteUser,
@@ -37,11 +49,11 @@ from services.identity.handlers import (
     schedule,
     token_hash,
 )
-from services.identity.mail import Mailer
 from services.identity.passwords import hash_password
 from services.identity.problems import EMAIL_TAKEN, INVALID_TOKEN
 from services.identity.queries import profile
 from services.identity.registration import KnownInvitation, admit, register
+from services.identity.service_clients import delivery_key
 
 # Everyone registered is a member of the platform's default community (its id is the platform's).
 DEFAULT_COMMUNITY_ID = PLATFORM_ID
@@ -63,14 +75,13 @@ class Registered:
 
 class AccountHandlers:
     def __init__(
-        self, work: UnitOfWork, *, mailer: Mailer, public_url: str,
-        confirmation_ttl: timedelta, deletion_grace: timedelta,
+        self, work: UnitOfWork, *, confirmation_ttl: timedelta, deletion_grace: timedelta,
+        deletion_notice_ttl: timedelta,
     ) -> None:
         self.work = work
-        self._mailer = mailer
-        self._public_url = public_url.rstrip("/")
         self._confirmation_ttl = confirmation_ttl
         self._deletion_grace = deletion_grace
+        self._deletion_notice_ttl = deletion_notice_ttl
 
     # -- platform settings --------------------------------------------------
 
@@ -124,11 +135,18 @@ class AccountHandlers:
                               field="email") from None
             key = await self.work.data_keys.create(tx.connection, user_id)
             via = admission.invitation.invitation_id if admission.invitation else None
+            sealed_token = None
+            if not admission.confirmed:
+                confirmation = await delivery_key(
+                    self.work, tx, user_id=user_id, purpose="confirm_email",
+                    expires_at=now + self._confirmation_ttl,
+                )
+                sealed_token = confirmation.seal(token)
             events = register(
                 user_id=user_id, email=command.email, name=command.name,
                 locale=command.locale or settings.default_locale, via_invitation_id=via,
                 invitation_roles=admission.roles, default_role=DEFAULT_ROLE,
-                confirmed=admission.confirmed,
+                confirmed=admission.confirmed, confirmation_token=sealed_token,
             )
             written = await self.work.append(tx, user_id, 0, events, actor=user_id, key=key)
             if via is not None:
@@ -142,12 +160,6 @@ class AccountHandlers:
                     "VALUES ($1, $2, 'confirm_email', $3)",
                     token_hash(token), user_id, now + self._confirmation_ttl,
                 )
-        if not admission.confirmed:
-            self.work.after_commit(lambda: self._mailer.send_later(
-                to=command.email, subject="Confirm your e-mail address",
-                body=f"Confirm your address: {self._public_url}/confirm?token={token}\n"
-                f"confirmation token: {token}\n",
-            ))
         status = UserStatus.ACTIVE if admission.confirmed else UserStatus.PENDING_CONFIRMATION
         return Registered(user_id, status, written)
 
@@ -213,13 +225,20 @@ class AccountHandlers:
         async with self.work.transaction() as tx:
             user = await self._existing(tx, user_id)
             events = user.delete(now=now, reason=command.reason if command else None)
+            events = await self._erase(tx, user_id, events, now)
             written = await self.work.append_to_user(tx, user, events, actor=by)
-            await self._erase(tx, user_id)
         self.work.apply_revocations(events, now)
         return written
 
-    async def _erase(self, tx: PostgresTransaction, user_id: UUID) -> None:
-        """Destroy the data key and every lookup row of a deleted account, in its transaction."""
+    async def _erase(
+        self, tx: PostgresTransaction, user_id: UUID, events: list[EventData], now: datetime
+    ) -> list[EventData]:
+        """Destroy the data keys and every lookup row of a deleted account, in its transaction.
+
+        Answers ``events`` with the address put on ``UserDeleted`` for the farewell,
+        sealed under a fresh delivery key: the person's own key is gone with this.
+        """
+        address = (await profile(self.work, tx, user_id))["email"]
         await self.work.data_keys.destroy(tx.connection, user_id)
         for statement in (
             "DELETE FROM credentials WHERE user_id = $1",
@@ -229,6 +248,12 @@ class AccountHandlers:
         ):
             await tx.connection.execute(statement, user_id)
         await self._end_sessions(tx, user_id)
+        if address == ERASED:
+            return events
+        notice = await delivery_key(self.work, tx, user_id=user_id, purpose="deletion_notice",
+                                    expires_at=now + self._deletion_notice_ttl)
+        return [event.model_copy(update={"email": notice.seal(address)})
+                if isinstance(event, UserDeleted) else event for event in events]
 
     async def request_deletion(self, user_id: UUID) -> tuple[Written, datetime]:
         now = self.work.clock()
@@ -294,6 +319,7 @@ class AccountHandlers:
     # -- scheduled work (two replicas: SKIP LOCKED hands each row to one) ---------
 
     async def run_due_work(self) -> int:
+        """Due reactivations and deletions; then delivery keys past their time are deleted."""
         done = 0
         while True:
             async with self.work.transaction() as tx:
@@ -302,6 +328,7 @@ class AccountHandlers:
                     "ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED", self.work.clock(),
                 )
                 if row is None:
+                    await self.work.data_keys.delete_expired(tx.connection, self.work.clock())
                     return done
                 await tx.connection.execute(
                     "DELETE FROM scheduled_work WHERE user_id = $1 AND kind = $2",
@@ -318,8 +345,8 @@ class AccountHandlers:
                 await self.work.append_to_user(tx, user, user.reactivate(by=None), actor=None)
             elif kind == "delete" and user.status is not UserStatus.DELETED:
                 events = user.delete(now=now, reason="deletion requested by the person")
+                events = await self._erase(tx, user_id, events, now)
                 await self.work.append_to_user(tx, user, events, actor=None)
-                await self._erase(tx, user_id)
                 self.work.apply_revocations(events, now)
         except DomainError:
             pass  # The account moved on (reactivated by hand, deleted): nothing left to do.

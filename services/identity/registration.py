@@ -103,15 +103,19 @@ def register(
     invitation_roles: Sequence[RoleAssignment],
     default_role: RoleAssignment,
     confirmed: bool,
+    confirmation_token: str | None = None,
 ) -> list[EventData]:
     """A new account: pending until confirmed, unless an invitation for this e-mail vouches.
 
     Everyone gets ``default_role``; an invitation's roles come on top, by the system.
+    A pending account's event carries its confirmation token, already sealed
+    under a delivery key, for the mail that asks to confirm.
     """
     events: list[EventData] = [
         UserRegistered(
             user_id=user_id, email=email, name=name, locale=locale,
             via_invitation_id=via_invitation_id,
+            confirmation_token=None if confirmed else confirmation_token,
         )
     ]
     if confirmed:

@@ -6,6 +6,9 @@ client's name and secret answers a short-lived access token whose ``sub`` is
 the client's fixed UUID and whose only permission is ``read_personal_data_keys``;
 no person's role carries that permission. Each key read with it is recorded
 as ``PersonalDataViewed`` on ``identity.access``.
+
+One client, ``notifications``, is the audience of the delivery keys: it alone
+may open the tokens and addresses identity's events carry for the mails it sends.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import hmac
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from eventkit.http.problems import Problem
+from eventkit.postgres_store import PostgresTransaction
 from services.identity.commands import ServiceTokenRequest
-from services.identity.handlers import service_subject
+from services.identity.handlers import UnitOfWork, service_subject
+from services.identity.personal_data_keys import DeliveryKey
 from services.identity.problems import INVALID_CREDENTIALS
 from services.identity.settings import IdentitySettings
 from services.identity.signing_keys import TokenMinter
@@ -46,3 +52,18 @@ class ServiceClients:
         )
         return {"access_token": access.token, "token_type": "Bearer",
                 "expires_in": int(self._ttl.total_seconds()), "client_id": request.client_id}
+
+
+# The service client that sends identity's mails; delivery keys are for it alone.
+MAILER_CLIENT = "notifications"
+
+
+async def delivery_key(
+    work: UnitOfWork, tx: PostgresTransaction, *, user_id: UUID, purpose: str,
+    expires_at: datetime,
+) -> DeliveryKey:
+    """A fresh key for one message to ``user_id``, readable by the mailer until ``expires_at``."""
+    return await work.data_keys.create_delivery(
+        tx.connection, user_id=user_id, purpose=purpose, audience=MAILER_CLIENT,
+        audience_id=service_subject(MAILER_CLIENT), expires_at=expires_at,
+    )

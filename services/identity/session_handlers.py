@@ -1,8 +1,11 @@
 """Sessions: sign-in with lockout, refresh rotation with reuse detection, sign-out, passwords.
 
-Answers never tell whether an e-mail has an account: every wrong e-mail or
-password gets the same problem, after the same argon2 work. Only someone who
-knows the password learns the account's state (unconfirmed, suspended, locked).
+Answers never tell whether an e-mail has an account, by content or by time:
+every wrong e-mail or password gets the same problem after the same argon2
+work and one write (``LoginFailed`` for an account, a counter row for an
+address without one); a reset request is one insert for any address, and the
+scheduler looks the address up afterwards. Only someone who knows the password
+learns the account's state (unconfirmed, suspended, locked).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
 from services.identity.domain import LockoutPolicy, User, UserStatus
 from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
-from services.identity.mail import Mailer
 from services.identity.passwords import hash_password, verify_password
 from services.identity.problems import (
     ACCOUNT_UNAVAILABLE,
@@ -27,6 +29,8 @@ from services.identity.problems import (
     INVALID_TOKEN,
     WEAK_PASSWORD,
 )
+from services.identity.queries import profile
+from services.identity.service_clients import delivery_key
 from services.identity.signing_keys import AccessToken, TokenMinter
 
 
@@ -54,23 +58,22 @@ def _bad_credentials() -> Problem:
 class SessionHandlers:
     def __init__(
         self, work: UnitOfWork, *, minter: TokenMinter, policy: LockoutPolicy,
-        refresh_ttl: timedelta, reset_ttl: timedelta, mailer: Mailer, public_url: str,
+        refresh_ttl: timedelta, reset_ttl: timedelta,
     ) -> None:
         self.work = work
         self.minter = minter
         self._policy = policy
         self._refresh_ttl = refresh_ttl
         self._reset_ttl = reset_ttl
-        self._mailer = mailer
-        self._public_url = public_url.rstrip("/")
 
     async def sign_in(self, *, email: str, password: str, client_address: str | None) -> Tokens:
+        email_hash = self.work.keys.email_hash(email)
         row = await self.work.store.pool.fetchrow(
-            "SELECT user_id, password_hash FROM credentials WHERE email_hash = $1",
-            self.work.keys.email_hash(email),
+            "SELECT user_id, password_hash FROM credentials WHERE email_hash = $1", email_hash
         )
         correct = await verify_password(row["password_hash"] if row else None, password)
         if row is None:
+            await self._unknown_address_failed(email_hash)
             raise _bad_credentials()
         user_id: UUID = row["user_id"]
         address = (
@@ -105,6 +108,17 @@ class SessionHandlers:
             raise Problem(type_=ACCOUNT_UNAVAILABLE, detail=_REFUSALS[refusal], reason=refusal)
         access = await self._mint(user, session_id)
         return Tokens(access.token, access.expires_at, refresh, session_id, user_id)
+
+    async def _unknown_address_failed(self, email_hash: str) -> None:
+        """The one write a failure costs when the address has no account (a known one's is
+        ``LoginFailed``), committed before the answer like that one."""
+        async with self.work.store.transaction() as tx:
+            await tx.connection.execute(
+                "INSERT INTO unknown_sign_ins (email_hash, failures, last_failed_at) "
+                "VALUES ($1, 1, $2) ON CONFLICT (email_hash) DO UPDATE "
+                "SET failures = unknown_sign_ins.failures + 1, last_failed_at = $2",
+                email_hash, self.work.clock(),
+            )
 
     async def _mint(self, user: User, session_id: UUID) -> AccessToken:
         """An access token that verifiers will accept, even right after a revocation.
@@ -231,31 +245,60 @@ class SessionHandlers:
             await self._set_password(tx, user_id, new, via_reset=False)
 
     async def request_reset(self, email: str) -> None:
-        """Always answered the same way; only a known, live account gets a mail."""
-        user_id = await self.work.store.pool.fetchval(
-            "SELECT user_id FROM credentials WHERE email_hash = $1",
-            self.work.keys.email_hash(email),
+        """One insert, whatever the address: the answer cannot tell known from unknown.
+
+        The scheduler takes the request up within a tick (``run_due_work``).
+        """
+        await self.work.store.pool.execute(
+            "INSERT INTO password_reset_requests (email_hash, requested_at) VALUES ($1, $2)",
+            self.work.keys.email_hash(email), self.work.clock(),
+        )
+
+    async def run_due_work(self) -> int:
+        """Reset requests in arrival order (one transaction each; SKIP LOCKED across replicas),
+        then failures of unknown addresses older than the lockout window are forgotten."""
+        done = 0
+        while True:
+            async with self.work.store.transaction() as tx:
+                row = await tx.connection.fetchrow(
+                    "DELETE FROM password_reset_requests WHERE request_id = ("
+                    "SELECT request_id FROM password_reset_requests ORDER BY request_id "
+                    "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING email_hash"
+                )
+                if row is None:
+                    await tx.connection.execute(
+                        "DELETE FROM unknown_sign_ins WHERE last_failed_at < $1",
+                        self.work.clock() - self._policy.window,
+                    )
+                    return done
+                await self._reset_requested(tx, row["email_hash"])
+            done += 1
+
+    async def _reset_requested(self, tx: PostgresTransaction, email_hash: str) -> None:
+        """A known, live account gets a reset token, sealed for the mailer on the event."""
+        user_id: UUID | None = await tx.connection.fetchval(
+            "SELECT user_id FROM credentials WHERE email_hash = $1", email_hash
         )
         if user_id is None:
             return
+        user = await self.work.load_user(tx, user_id)
+        if user.status in (UserStatus.DELETED, None):
+            return
         now = self.work.clock()
         token = new_secret_token()
-        async with self.work.store.transaction() as tx:
-            user = await self.work.load_user(tx, user_id)
-            if user.status in (UserStatus.DELETED, None):
-                return
-            await tx.connection.execute(
-                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at) "
-                "VALUES ($1, $2, 'reset_password', $3)", token_hash(token), user_id,
-                now + self._reset_ttl,
-            )
-            event = PasswordResetRequested(user_id=user_id, expires_at=now + self._reset_ttl)
-            await self.work.append_to_user(tx, user, [event], actor=user_id)
-        self._mailer.send_later(
-            to=email, subject="Reset your password",
-            body=f"Choose a new password: {self._public_url}/reset?token={token}\n"
-            f"reset token: {token}\n",
+        await tx.connection.execute(
+            "INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at) "
+            "VALUES ($1, $2, 'reset_password', $3)", token_hash(token), user_id,
+            now + self._reset_ttl,
         )
+        key = await delivery_key(self.work, tx, user_id=user_id, purpose="reset_password",
+                                 expires_at=now + self._reset_ttl)
+        address = (await profile(self.work, tx, user_id))["email"]
+        event = PasswordResetRequested(
+            user_id=user_id, expires_at=now + self._reset_ttl, reset_token=key.seal(token),
+            email=address,
+        )
+        await self.work.append_to_user(tx, user, [event], actor=user_id)
 
     async def reset_password(self, token: str, new_password: str) -> UUID:
         async with self.work.store.transaction() as tx:
