@@ -44,13 +44,9 @@ class IdentitySettings(ServiceSettings):
     confirmation_token_ttl: timedelta = Field(default=timedelta(days=2), gt=timedelta(0))
     password_reset_ttl: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     deletion_grace: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
+    # How long the notifications service may open the address of the deletion notice.
+    deletion_notice_ttl: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
     scheduler_interval: float = Field(default=1.0, gt=0)
-
-    # Confirmation and reset links carry a secret token, so identity mails them itself.
-    smtp_host: str = "127.0.0.1"
-    smtp_port: Port = 1025
-    mail_from: str = "Guestlist <no-reply@guestlist.local>"
-    public_url: str = "http://127.0.0.1:8001"
 
     @field_validator("service_clients", mode="before")
     @classmethod
@@ -70,7 +66,7 @@ class IdentitySettings(ServiceSettings):
     @field_validator(
         "access_token_ttl", "refresh_token_ttl", "service_token_ttl", "signing_key_rotation",
         "lockout_window", "lockout_duration", "confirmation_token_ttl", "password_reset_ttl",
-        "deletion_grace", mode="before",
+        "deletion_grace", "deletion_notice_ttl", mode="before",
     )
     @classmethod
     def _seconds(cls, value: object) -> object:
