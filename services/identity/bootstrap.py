@@ -27,7 +27,6 @@ from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError, LockoutPolicy
 from services.identity.handlers import UnitOfWork
-from services.identity.mail import Mailer
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.problems import problem_for
 from services.identity.service_clients import ServiceClients
@@ -57,21 +56,19 @@ def build_app(settings: IdentitySettings) -> FastAPI:
     )
     minter = TokenMinter(signing_keys, issuer=settings.jwt_issuer,
                          audience=settings.jwt_audience, ttl=settings.access_token_ttl)
-    mailer = Mailer(host=settings.smtp_host, port=settings.smtp_port, sender=settings.mail_from)
     work = UnitOfWork(
         store=lambda: runtime.store, registry=registry, keys=keys,
         data_keys=PersonalDataKeys(keys.data_key_wrapping), revoked=revoked, clock=utc_now,
     )
     accounts = AccountHandlers(
-        work, mailer=mailer, public_url=settings.public_url,
-        confirmation_ttl=settings.confirmation_token_ttl, deletion_grace=settings.deletion_grace,
+        work, confirmation_ttl=settings.confirmation_token_ttl,
+        deletion_grace=settings.deletion_grace, deletion_notice_ttl=settings.deletion_notice_ttl,
     )
     sessions = SessionHandlers(
         work, minter=minter,
         policy=LockoutPolicy(settings.lockout_threshold, settings.lockout_window,
                              settings.lockout_duration),
         refresh_ttl=settings.refresh_token_ttl, reset_ttl=settings.password_reset_ttl,
-        mailer=mailer, public_url=settings.public_url,
     )
 
     @asynccontextmanager
@@ -82,13 +79,14 @@ def build_app(settings: IdentitySettings) -> FastAPI:
                             "set it before serving real people")
             await signing_keys.ensure_current()
             stopping = asyncio.Event()
-            task = asyncio.create_task(_scheduler(accounts, signing_keys, settings, stopping))
+            task = asyncio.create_task(
+                _scheduler(accounts, sessions, signing_keys, settings, stopping)
+            )
             try:
                 yield
             finally:
                 stopping.set()
                 await task
-                await mailer.drain()
 
     app = create_service_app(
         settings, routers=[build_router(), build_jwks_router()],
@@ -123,14 +121,16 @@ def _local_key_set(signing_keys: SigningKeys, settings: IdentitySettings) -> Jwk
 
 
 async def _scheduler(
-    accounts: AccountHandlers, signing_keys: SigningKeys, settings: IdentitySettings,
-    stopping: asyncio.Event,
+    accounts: AccountHandlers, sessions: SessionHandlers, signing_keys: SigningKeys,
+    settings: IdentitySettings, stopping: asyncio.Event,
 ) -> None:
-    """Timed reactivations, requested deletions and key rotation, safe with two replicas."""
+    """Timed reactivations, requested deletions, reset requests, expired delivery keys and
+    signing-key rotation, safe with two replicas."""
     ticks = 0
     while not stopping.is_set():
         try:
             await accounts.run_due_work()
+            await sessions.run_due_work()
             ticks += 1
             if ticks % 60 == 0:
                 await signing_keys.ensure_current()
