@@ -26,7 +26,6 @@ from services.identity.commands import password_problem
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError
 from services.identity.handlers import UnitOfWork
-from services.identity.mail import Mailer
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.settings import IdentitySettings
 
@@ -44,10 +43,9 @@ async def _create(settings: IdentitySettings, email: str, password: str, force: 
                           data_keys=PersonalDataKeys(keys.data_key_wrapping),
                           revoked=RevokedSessions(), clock=utc_now)
         accounts = AccountHandlers(
-            work, mailer=Mailer(host=settings.smtp_host, port=settings.smtp_port,
-                                sender=settings.mail_from),
-            public_url=settings.public_url, confirmation_ttl=settings.confirmation_token_ttl,
+            work, confirmation_ttl=settings.confirmation_token_ttl,
             deletion_grace=settings.deletion_grace,
+            deletion_notice_ttl=settings.deletion_notice_ttl,
         )
         user_id = await accounts.create_admin(email=email, password=password, force=force)
     return str(user_id)
