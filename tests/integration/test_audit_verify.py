@@ -4,6 +4,7 @@ an edit at a span boundary, an edit with its hash recomputed, a missing checkpoi
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,51 @@ async def test_a_rewritten_span_end_is_caught_at_the_next_span(
     assert (parallel["first_bad_sequence"], parallel["reason"]) == (
         1001, "prev_hash is not the previous entry's hash")
     assert gap[0] == gap[1] and gap[1]["first_bad_sequence"] == 1500
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("received_at", "now()"), ("topic", "'identity.users'"), ("kafka_partition", "9"),
+    ("kafka_offset", "kafka_offset + 1"), ("ce_specversion", "'1.1'"),
+    ("ce_id", "gen_random_uuid()"), ("ce_source", "'/guestlist/other'"),
+    ("ce_type", "'guestlist.identity.UserDeleted.v1'"), ("ce_subject", "'user-x'"),
+    ("ce_time", "ce_time + interval '1 microsecond'"), ("ce_actorid", "'mallory'"),
+    ("ce_sequence", "ce_sequence + 1"), ("ce_traceparent", "NULL"),
+    ("ce_extensions", "'{\"replayid\": \"r2\"}'"), ("data", "data || ' '"),
+    ("prev_hash", "hash"),
+])
+async def test_an_edit_of_any_column_is_found_at_its_sequence(
+    filled: tuple[Any, CheckpointSigner], database_url: str, column: str, value: str
+) -> None:
+    pool, signer = filled
+    # Entry 1234 has a traceparent and no extensions (see delivery()).
+    await tamper(database_url, f"UPDATE audit_log SET {column} = {value} WHERE sequence = 1234")
+    serial, parallel = await both(pool, signer, database_url)
+
+    assert serial == parallel
+    assert (serial["ok"], serial["first_bad_sequence"], serial["checked"]) == (
+        False, 1234, ENTRIES)
+
+
+async def test_values_holding_the_row_separator_verify_and_an_edit_of_one_is_found(
+    database_url: str, tmp_path: Path
+) -> None:
+    await apply_migrations(database_url, MIGRATIONS)
+    signer = CheckpointSigner.from_file(tmp_path / "key.pem")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+    # A value may hold U+001F, which joins a packed row's columns: read column by column.
+    odd = [Delivery(d.message, replace(d.envelope, subject="user\x1fodd"))
+           for d in map(delivery, range(1, 6))]
+    try:
+        async with pool.acquire() as db, db.transaction():
+            await log.append(db, [*odd, *(delivery(n) for n in range(6, 11))],
+                             received_at=datetime(2026, 1, 2, tzinfo=UTC))
+        intact = await verify(pool, signer.public_key)
+        await tamper(database_url, "UPDATE audit_log SET ce_subject = 'user\x1fodd2' "
+                     "WHERE sequence = 4")
+        edited = await verify(pool, signer.public_key)
+    finally:
+        await pool.close()
+
+    assert (intact.ok, intact.checked) == (True, 10)
+    assert (edited.ok, edited.first_bad_sequence, edited.checked) == (False, 4, 10)
+

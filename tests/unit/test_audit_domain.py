@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from eventkit.envelope import format_time
 from services.audit.domain import (
     GENESIS_HASH,
+    UNIT_SEPARATOR,
     CanonicalFormError,
     ChainCheck,
     LogEntry,
@@ -141,20 +142,32 @@ def test_the_canonical_time_is_the_wire_time(moment: datetime) -> None:
     assert canonical_time(moment) == format_time(moment)
 
 
-def scan_row(stored_entry: LogEntry, prev_hash: bytes, hash_: bytes) -> tuple[object, ...]:
-    """The entry as services/audit/recompute.py's SCAN_COLUMNS bring it from PostgreSQL."""
+def packed_row(stored_entry: LogEntry, prev_hash: bytes, hash_: bytes) -> tuple[str]:
+    """The entry as services/audit/recompute.py's PACKED_ENTRY brings it from PostgreSQL."""
     e = stored_entry
     # jsonb's text form: its own key order and ", " / ": " separators.
     extensions = json.dumps(dict(sorted(e.ce_extensions.items(), reverse=True)),
                             ensure_ascii=False)
-    return (e.sequence, canonical_time(e.received_at), e.topic, e.partition, e.offset,
-            e.ce_specversion, str(e.ce_id), e.ce_source, e.ce_type, e.ce_subject,
-            canonical_time(e.ce_time), e.ce_actorid, e.ce_sequence, e.ce_traceparent,
-            extensions, e.data, prev_hash, hash_)
+    traceparent = "" if e.ce_traceparent is None else "v" + e.ce_traceparent
+    return (UNIT_SEPARATOR.join(str(value) for value in (
+        e.sequence, canonical_time(e.received_at), e.topic, e.partition, e.offset,
+        e.ce_specversion, e.ce_id, e.ce_source, e.ce_type, e.ce_subject,
+        canonical_time(e.ce_time), e.ce_actorid, e.ce_sequence, traceparent, extensions, e.data,
+        prev_hash.hex(), hash_.hex())),)
+
+
+def edited(row: tuple[str], field: int, value: str) -> tuple[str]:
+    fields = row[0].split(UNIT_SEPARATOR)
+    fields[field] = value
+    return (UNIT_SEPARATOR.join(fields),)
+
+
+plain_text = st.text(alphabet=st.characters(exclude_categories=["Cs"],
+                                            exclude_characters=UNIT_SEPARATOR))
 
 
 @given(
-    subject=text, actor=text, data=text, traceparent=st.none() | text,
+    subject=plain_text, actor=plain_text, data=plain_text, traceparent=st.none() | plain_text,
     extensions=st.dictionaries(st.from_regex(r"[a-z0-9]{1,20}", fullmatch=True), text),
     offset=st.integers(0, 2**53 - 1), ce_sequence=st.integers(0, 2**53 - 1),
     moment=st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)),
@@ -172,37 +185,70 @@ def test_rows_are_checked_against_the_rfc_8785_hash(
         digest = hashlib.sha256(rfc8785.dumps(stored_entry.canonical_object())).digest()
         hashed = hashlib.sha256(rfc8785.dumps(
             {"entry_sha256": digest.hex(), "prev_hash": prev.hex()})).digest()
-        rows.append(scan_row(stored_entry, prev, hashed))
+        rows.append(packed_row(stored_entry, prev, hashed))
         prev = hashed
     intact = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
-    intact.feed_rows(rows)
+    consumed = intact.feed_packed(rows)
     forged = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
-    forged.feed_rows([rows[0], (*rows[1][:15], rows[1][15] + " ", *rows[1][16:])])
+    forged.feed_packed([rows[0], edited(rows[1], 15, data + " ")])
 
-    assert (intact.ok, intact.checked, intact.head_sequence, intact.head_hash) == (
-        True, 2, 2, prev)
+    assert (consumed, intact.ok, intact.checked, intact.head_sequence, intact.head_hash) == (
+        2, True, 2, 2, prev)
     assert (forged.first_bad, forged.reason) == (2, "hash does not match the entry's content")
 
 
-def rows_of(n: int) -> list[tuple[object, ...]]:
-    return [scan_row(*stored_entry) for stored_entry in stored(n)]
+def rows_of(n: int) -> list[tuple[str]]:
+    return [packed_row(*stored_entry) for stored_entry in stored(n)]
+
+
+# Every column of the entry, by its place in a packed row, with another value.
+EDITS = [(1, "2026-11-26T14:17:48.123457Z"), (2, "identity.users"), (3, "1"), (4, "99"),
+         (5, "1.1"), (6, str(UUID(int=99))), (7, "/guestlist/other"),
+         (8, "guestlist.identity.UserDeleted.v1"), (9, "user-2"),
+         (10, "2026-11-26T14:17:49.123456Z"), (11, "mallory"), (12, "2"),
+         (13, "v00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+         (14, '{"replayid": "r"}'), (15, '{"email":"forged"}')]
+
+
+@pytest.mark.parametrize(("field", "value"), EDITS)
+def test_an_edit_of_any_column_is_found_at_its_sequence(field: int, value: str) -> None:
+    rows = rows_of(5)
+    rows[2] = edited(rows[2], field, value)
+    check = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
+    check.feed_packed(rows)
+    assert (check.first_bad, check.reason, check.checked) == (
+        3, "hash does not match the entry's content", 5)
 
 
 def test_given_rows_then_the_same_faults_are_found_as_entry_by_entry() -> None:
     gap = rows_of(5)
     del gap[1]
     relinked = rows_of(5)
-    relinked[3] = (*relinked[3][:16], bytes(32), relinked[3][17])
+    relinked[3] = edited(relinked[3], 16, bytes(32).hex())
     huge = rows_of(3)
-    huge[1] = (*huge[1][:4], 2**53, *huge[1][5:])
+    huge[1] = edited(huge[1], 4, str(2**53))
     checks = []
     for rows in (gap, relinked, huge):
         check = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1, wanted={3})
-        check.feed_rows(rows[:2])
-        check.feed_rows(rows[2:])  # chunk by chunk, as a cursor gives them
+        check.feed_packed(rows[:2])
+        check.feed_packed(rows[2:])  # chunk by chunk, as a cursor gives them
         checks.append(check)
 
     assert [(c.first_bad, c.reason) for c in checks] == [
         (2, "sequence 2 is missing"), (4, "prev_hash is not the previous entry's hash"),
         (2, "the entry has no canonical form")]
-    assert checks[0].checked == 4 and checks[1].found == {3: rows_of(5)[2][17]}
+    assert checks[0].checked == 4
+    assert checks[1].found == {3: bytes.fromhex(rows_of(5)[2][0].split(UNIT_SEPARATOR)[17])}
+
+
+def test_a_row_whose_value_holds_the_separator_is_left_to_the_caller() -> None:
+    rows = rows_of(4)
+    odd = stored(4)[2]
+    rows[2] = packed_row(replace(odd[0], ce_subject="a\x1fb"), odd[1], odd[2])
+    check = ChainCheck(prev_hash=GENESIS_HASH, next_sequence=1)
+
+    assert check.feed_packed(rows) == 2
+    assert (check.checked, check.next_sequence, check.prev_hash) == (2, 3, stored(4)[1][2])
+    check.feed(*odd)
+    assert check.feed_packed(rows[3:]) == 1
+    assert (check.ok, check.checked, check.head_sequence) == (True, 4, 4)
