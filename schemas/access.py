@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from eventkit.registry import EventData
 from schemas.values import Digest, Endpoint, Identifier
@@ -104,8 +104,21 @@ class AuditReplayStarted(
 
     actor_id: Actor
     replay_id: UUID
-    target: Identifier = Field(description="What receives the replay, e.g. a projection name.")
+    target: Identifier = Field(description=(
+        "What receives the replay as an identifier: the target topic with every character "
+        "other than a-z, 0-9 and _ written as _ (target_topic has the exact name)."))
     from_sequence: int = Field(default=0, ge=0, description="First log entry replayed.")
+    # Added later, optional so that events written before still read as v1.
+    target_topic: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="The Kafka topic the events are published to, e.g. projections.users.replay.")
+    to_sequence: int | None = Field(default=None, ge=1, description="Last log entry replayed.")
+    types: tuple[Annotated[str, StringConstraints(max_length=200)], ...] | None = Field(
+        default=None, max_length=100,
+        description="Only events of these ce_type values; null: every type.")
+    subjects: tuple[Annotated[str, StringConstraints(min_length=1, max_length=200)], ...] | None = (
+        Field(default=None, max_length=1000,
+              description="Only events with one of these ce_subject values; null: every subject."))
 
 
 ACCESS_EVENTS: tuple[type[EventData], ...] = (
