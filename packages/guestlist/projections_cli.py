@@ -3,7 +3,9 @@
 Runs the build here, against the projections database (DATABASE_URL) and
 Kafka (KAFKA_BOOTSTRAP), while the service keeps serving the current version;
 the service follows the switch by itself. Topic names come from the same
-variables as the service's (USER_TOPIC, ...).
+variables as the service's (USER_TOPIC, ...). With ``--from-audit`` the
+history comes from an audit replay (AUDIT_URL, a GUESTLIST_TOKEN with
+export_audit_log, the audit consumer group AUDIT_CONSUMER_GROUP).
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import asyncio
 from typing import Annotated
 
 import asyncpg
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eventkit.settings import ConfigurationError, load_settings
 from schemas.catalog import build_registry
+from services.projections.audit_replay import AuditReplays
 from services.projections.bootstrap import read_models, topics_of
-from services.projections.rebuild import RebuildError, rebuild
+from services.projections.rebuild import RebuildError, rebuild, rebuild_from_audit
 from services.projections.settings import ProjectionsSettings
 
 projections_app = typer.Typer(help="Read models of the projections service.",
@@ -34,8 +38,23 @@ def rebuild_command(
         "--database-url", envvar="DATABASE_URL", help="The projections service's database.")],
     kafka_bootstrap: Annotated[str, typer.Option(
         "--kafka-bootstrap", envvar="KAFKA_BOOTSTRAP")] = "127.0.0.1:9092",
+    from_audit: Annotated[bool, typer.Option(
+        "--from-audit", help="Replay the history from the audit log instead of the topics.")
+    ] = False,
+    audit_url: Annotated[str, typer.Option(
+        "--audit-url", envvar="AUDIT_URL")] = "http://127.0.0.1:8004",
+    token: Annotated[str, typer.Option(
+        "--token", envvar="GUESTLIST_TOKEN", help="With --from-audit: a token with "
+        "export_audit_log.")] = "",
+    audit_group: Annotated[str, typer.Option(
+        "--audit-group", envvar="AUDIT_CONSUMER_GROUP",
+        help="The audit service's consumer group.")] = "audit",
 ) -> None:
-    """Build NAME's next version from the start of the topics, then switch reads to it."""
+    """Build NAME's next version from the start of the topics (or an audit replay), then
+    switch reads to it."""
+    if from_audit and not token:
+        raise typer.BadParameter("--from-audit needs a token with export_audit_log",
+                                 param_hint="--token")
     try:
         settings = load_settings(ProjectionsSettings, database_url=database_url,
                                  kafka_bootstrap=kafka_bootstrap)
@@ -46,13 +65,24 @@ def rebuild_command(
     async def work(progress: Progress) -> int:
         task = progress.add_task(f"rebuilding {name}", total=None)
         pool = await asyncpg.create_pool(settings.database_dsn, min_size=1, max_size=4)
+        topics, prefix = topics_of(settings), settings.projections_group_prefix
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
         try:
-            return await rebuild(
-                pool=pool, bootstrap=settings.kafka_bootstrap, models=models, name=name,
-                topics=topics_of(settings), group_prefix=settings.projections_group_prefix,
-                registry=build_registry(),
-                on_progress=lambda done, total: progress.update(task, completed=done,
-                                                                total=total))
+            if not from_audit:
+                return await rebuild(
+                    pool=pool, bootstrap=settings.kafka_bootstrap, models=models, name=name,
+                    topics=topics, group_prefix=prefix, registry=build_registry(),
+                    on_progress=advance)
+            async with httpx.AsyncClient(base_url=audit_url, timeout=30.0) as client:
+                return await rebuild_from_audit(
+                    pool=pool, bootstrap=settings.kafka_bootstrap, models=models, name=name,
+                    topics=topics, group_prefix=prefix, registry=build_registry(),
+                    replays=AuditReplays(client, token=token), audit_group=audit_group,
+                    on_progress=advance,
+                    on_stage=lambda stage: progress.update(task, description=stage))
         finally:
             await pool.close()
 

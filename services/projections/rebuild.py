@@ -9,27 +9,38 @@ that answers reads, and the running service follows within
 committed). An interrupted build resumes where it stopped: its tables, inbox
 and offsets belong together. The version before the previous one is dropped;
 the previous one stays for a while as a way back.
+
+``rebuild_from_audit`` fills the next version from an audit replay instead
+(for topics whose retention no longer holds the whole history), then from the
+topics past what the log holds, and switches the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
-from eventkit.kafka_client import Partition
+from eventkit.consumer import ConsumerRunner
+from eventkit.kafka_client import Partition, committed_offsets, ensure_topics
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventRegistry
-from services.projections import readmodels
+from services.projections import audit_replay, readmodels
+from services.projections.audit_replay import AuditReplayError, AuditReplays
 from services.projections.projector import consumer_for
 from services.projections.readmodels import ReadModel
 
+log = structlog.get_logger(__name__)
+
 Progress = Callable[[int, int], None]
+Stage = Callable[[str], None]
 
 
 class RebuildError(Exception):
@@ -66,6 +77,102 @@ async def rebuild(
     on_progress: Progress = lambda done, total: None, poll: float = 0.2,
 ) -> int:
     """Build the next version of ``name`` and switch to it; answer the new version."""
+    model, version = await _begin(pool, models, name)
+    extent = await topic_extent(bootstrap, topics)
+    total = sum(end - first for first, end in extent.values())
+    runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
+                          topics=topics, store=PostgresEventStore(pool), registry=registry)
+
+    async def done() -> bool:
+        reached, finished = await _reached(pool, runner, name, version, extent)
+        on_progress(min(reached, total), total)
+        return finished
+
+    await _run_until(runner, done, poll=poll, what=f"rebuild {name} v{version}")
+    await _switch(pool, model, version, group_prefix)
+    return version
+
+
+async def rebuild_from_audit(
+    *, pool: asyncpg.Pool[Any], bootstrap: str, models: Mapping[str, ReadModel], name: str,
+    topics: Sequence[str], group_prefix: str, registry: EventRegistry, replays: AuditReplays,
+    audit_group: str, on_progress: Progress = lambda done, total: None,
+    on_stage: Stage = lambda stage: None, poll: float = 0.2, replication_factor: int = 1,
+) -> int:
+    """Build the next version of ``name`` from an audit replay, catch up, switch; the version.
+
+    1. The audit group's committed offsets on ``topics`` are read first: every event
+       below them is in the log, so in the replay requested right after.
+    2. The replay of the read model's types goes to a topic of this version's own,
+       applied by the version's consumer group until the replay completed and the
+       topic is drained.
+    3. The group then reads ``topics`` from those offsets to their ends (events the
+       replay carried too are skipped by the inbox, as for any redelivery), then the
+       switch; the service's consumer carries on from there.
+    """
+    model, version = await _begin(pool, models, name)
+    group = readmodels.group_name(group_prefix, name, version)
+    logged = await audit_replay.logged_up_to(bootstrap, audit_group, topics)
+    target = audit_replay.replay_topic(group_prefix, name, version)
+    await ensure_topics(bootstrap, [target], partitions=1, replication_factor=replication_factor)
+    try:
+        started = await replays.start(types=audit_replay.replay_types(name, registry),
+                                      target_topic=target)
+    except AuditReplayError as error:
+        raise RebuildError(str(error)) from error
+    on_stage(f"replaying {name} from the audit log")
+    store = PostgresEventStore(pool)
+    replayed = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
+                            topics=[target], store=store, registry=registry)
+    settled: dict[Partition, tuple[int, int]] = {}
+    totals = {"replay": started.total, "topics": 0}
+
+    async def replay_done() -> bool:
+        if not settled:
+            try:
+                replay = await replays.progress(started.replay_id)
+            except AuditReplayError as error:
+                raise RebuildError(str(error)) from error
+            if replay.status == "failed":
+                raise RebuildError(f"the audit replay {replay.replay_id} failed: "
+                                   f"{replay.last_error}")
+            totals["replay"] = replay.total
+            if replay.status != "completed":
+                on_progress(min(await _applied_offsets(pool, name, version, target),
+                                replay.total), replay.total)
+                return False
+            # Complete: the topic's end is final now.
+            settled.update(await topic_extent(bootstrap, [target]))
+        reached, finished = await _reached(pool, replayed, name, version, settled)
+        on_progress(min(reached, totals["replay"]), totals["replay"])
+        return finished
+
+    await _run_until(replayed, replay_done, poll=poll, what=f"rebuild {name} v{version}")
+    on_stage(f"catching up {name} on the topics")
+    await _start_group_at(bootstrap, group, logged)
+    starts = await committed_offsets(bootstrap, group)
+    extent = {p: (max(first, min(starts.get(p, first), end)), end)
+              for p, (first, end) in (await topic_extent(bootstrap, topics)).items()}
+    totals["topics"] = sum(end - first for first, end in extent.values())
+    runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
+                          topics=topics, store=store, registry=registry)
+
+    async def caught_up() -> bool:
+        reached, finished = await _reached(pool, runner, name, version, extent)
+        total = totals["replay"] + totals["topics"]
+        on_progress(totals["replay"] + min(reached, totals["topics"]), total)
+        return finished
+
+    await _run_until(runner, caught_up, poll=poll, what=f"rebuild {name} v{version}")
+    await _switch(pool, model, version, group_prefix)
+    await _drop_topic(bootstrap, target)
+    return version
+
+
+async def _begin(
+    pool: asyncpg.Pool[Any], models: Mapping[str, ReadModel], name: str
+) -> tuple[ReadModel, int]:
+    """The read model and the version being built (an interrupted build's, or the next)."""
     model = models.get(name)
     if model is None:
         raise RebuildError(f"no read model {name!r}; there are {', '.join(sorted(models))}")
@@ -80,18 +187,17 @@ async def rebuild(
             await connection.execute(
                 "UPDATE read_models SET building_version = $2 WHERE name = $1", name, version)
         await readmodels.create_version(connection, model, version)
-    extent = await topic_extent(bootstrap, topics)
-    total = sum(end - first for first, end in extent.values())
-    runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
-                          topics=topics, store=PostgresEventStore(pool), registry=registry)
+    return model, version
+
+
+async def _run_until(
+    runner: ConsumerRunner, done: Callable[[], Awaitable[bool]], *, poll: float, what: str
+) -> None:
+    """Run ``runner`` until ``done()``; it has left its group when this returns."""
     stopping = asyncio.Event()
-    running = asyncio.create_task(runner.run(stopping), name=f"rebuild {name} v{version}")
+    running = asyncio.create_task(runner.run(stopping), name=what)
     try:
-        while True:
-            done, finished = await _reached(pool, runner, name, version, extent)
-            on_progress(min(done, total), total)
-            if finished:
-                break
+        while not await done():
             if running.done():
                 running.result()  # raises what stopped it
                 raise RebuildError("the rebuild's consumer stopped before the end")
@@ -100,14 +206,53 @@ async def rebuild(
         stopping.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(running, timeout=60.0)
-    await _switch(pool, model, version, group_prefix)
-    return version
+
+
+async def _applied_offsets(pool: asyncpg.Pool[Any], name: str, version: int, topic: str) -> int:
+    return int(await pool.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM read_model_checkpoints "
+        "WHERE name = $1 AND version = $2 AND topic = $3", name, version, topic))
+
+
+async def _start_group_at(bootstrap: str, group: str, offsets: Mapping[Partition, int]) -> None:
+    """Move ``group`` forward to ``offsets`` where it stands before them (never back)."""
+    if not offsets:
+        return
+    partitions = [TopicPartition(p.topic, p.partition) for p in offsets]
+    # The group has no member now (the replay's consumer left it), so a plain client
+    # may commit for it.
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        moved = {}
+        for tp in partitions:
+            offset = offsets[Partition(tp.topic, tp.partition)]
+            if (await consumer.committed(tp) or 0) < offset:
+                moved[tp] = offset
+        if moved:
+            await consumer.commit(moved)
+    finally:
+        await consumer.stop()
+
+
+async def _drop_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    except KafkaError as error:  # a leftover replay topic harms nothing
+        log.warning("replay topic not deleted", topic=topic, error=repr(error))
+    finally:
+        await admin.close()
 
 
 async def _reached(
     pool: asyncpg.Pool[Any], runner: Any, name: str, version: int,
     extent: Mapping[Partition, tuple[int, int]],
 ) -> tuple[int, bool]:
+    """Events done over ``extent`` ((start, end) per partition), and whether all reached end."""
     rows = await pool.fetch(
         "SELECT topic, partition, next_offset FROM read_model_checkpoints "
         "WHERE name = $1 AND version = $2", name, version)
