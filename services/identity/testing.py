@@ -1,4 +1,4 @@
-"""For tests: identity as a real app on PostgreSQL and Kafka, its mail, and what reached Kafka.
+"""For tests: identity as a real app on PostgreSQL and Kafka, its tokens, and what reached Kafka.
 
 ``running_identity`` serves the app in-process (ASGI); ``serving_identity``
 puts it on a real HTTP port with uvicorn, for clients that must go over the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import json
 import re
 import socket
@@ -16,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -27,21 +29,26 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
+from eventkit.personal_data import decrypt_value, subject_of
 from guestlist.stack.kafka import create_topics
 from guestlist.stack.smtp_sink import SmtpSink
 from services.identity.account_handlers import AccountHandlers
 from services.identity.bootstrap import build_app
+from services.identity.handlers import service_subject
 from services.identity.settings import IdentitySettings
 
 TOPICS = ("identity.user", "identity.platform", "identity.access", "invitations.invitation")
 PASSWORD = "correct horse battery staple"  # noqa: S105 - test accounts only
 SERVICE_CLIENT = ("audit", "audit-client-secret-0123")
+# The audience of delivery keys: the one client that may open tokens in events.
+MAILER_CLIENT = ("notifications", "notifications-client-secret-0123")
 CLIENT_ADDRESS = "203.0.113.7"
 
 
 def _settings(database_url: str, kafka_bootstrap: str, overrides: dict[str, Any]
               ) -> IdentitySettings:
-    values: dict[str, Any] = {"service_clients": "=".join(SERVICE_CLIENT), **overrides}
+    clients = ",".join("=".join(client) for client in (SERVICE_CLIENT, MAILER_CLIENT))
+    values: dict[str, Any] = {"service_clients": clients, **overrides}
     return IdentitySettings(database_url=database_url, kafka_bootstrap=kafka_bootstrap, **values)
 
 
@@ -107,15 +114,15 @@ async def open_platform(client: httpx.AsyncClient, admin: dict[str, str]) -> Non
 
 
 async def register_active(
-    client: httpx.AsyncClient, sink: SmtpSink, name: str = "Ada Lovelace"
+    client: httpx.AsyncClient, app: FastAPI, name: str = "Ada Lovelace"
 ) -> tuple[str, str]:
-    """A confirmed account (through the mailed token); returns (user id, e-mail)."""
+    """A confirmed account (with the token its event carries); returns (user id, e-mail)."""
     address = f"ada-{uuid4().hex[:8]}@Example.org"
     answer = await client.post("/v1/users", json={
         "email": address, "password": PASSWORD, "name": name})
     assert answer.status_code == 201, answer.text
     assert answer.json()["status"] == "pending_confirmation"
-    token = await mailed_token(sink, address, "confirmation token")
+    token = await event_token(app, answer.json()["user_id"], "confirmation_token")
     confirmed = await client.post("/v1/users/confirm", json={"token": token})
     assert confirmed.status_code == 200, confirmed.text
     return answer.json()["user_id"], address
@@ -127,26 +134,57 @@ async def signed_in(client: httpx.AsyncClient, address: str) -> dict[str, str]:
     return bearer(answer.json()["access_token"])
 
 
-async def mailed_token(
-    sink: SmtpSink, address: str, label: str, *, skip: int = 0, within: float = 30
+async def event_token(
+    app: FastAPI, user_id: str | UUID, field: str, *, skip: int = 0, within: float = 30
 ) -> str:
-    """The token after ``label:`` in the (``skip``+1)-th mail to ``address``."""
+    """The (``skip``+1)-th ``field`` on the person's events, opened as the mailer would.
+
+    The sealed token's delivery key is read as the notifications client reads
+    it, so an expired key or one for another audience fails here too.
+    """
+    work = app.state.identity.accounts.work
+    reader = service_subject(MAILER_CLIENT[0])
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        async with work.store.transaction() as tx:
+            sealed = [
+                value for recorded in await tx.read_stream(str(user_id))
+                if isinstance(value := json.loads(recorded.envelope.data_json).get(field), str)
+            ]
+            if len(sealed) > skip:
+                found = await work.data_keys.readable(
+                    tx.connection, UUID(subject_of(sealed[skip])), reader=reader,
+                    now=work.clock(),
+                )
+                assert found is not None, f"the delivery key of {field} is not readable"
+                return decrypt_value(sealed[skip], key=found.key)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {field} on the events of {user_id}")
+
+
+async def mailed_token(
+    sink: SmtpSink, address: str, path: str, *, skip: int = 0, within: float = 60
+) -> str:
+    """The token of the ``path?token=`` link in the (``skip``+1)-th such mail to ``address``."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = []
-        for path in sorted(sink.messages()):
-            message = email.message_from_bytes(await asyncio.to_thread(Path(path).read_bytes))
-            if message["To"] != address:
+        for mail_path in sorted(sink.messages()):
+            message = email.message_from_bytes(
+                await asyncio.to_thread(Path(mail_path).read_bytes), policy=email.policy.default
+            )
+            if str(message["To"]).lower() != address.lower():
                 continue
-            body = message.get_payload(decode=True)
-            assert isinstance(body, bytes)
-            token = re.search(rf"{label}: (\S+)", body.decode())
+            assert isinstance(message, EmailMessage)
+            text = message.get_body(preferencelist=("plain",))
+            assert text is not None
+            token = re.search(rf"{re.escape(path)}\?token=([\w-]+)", text.get_content())
             if token:
                 found.append(token.group(1))
         if len(found) > skip:
             return found[skip]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no mail with {label!r} to {address}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no mail with a {path} link to {address}")
 
 
 async def sign_in(client: httpx.AsyncClient, address: str, password: str = PASSWORD
