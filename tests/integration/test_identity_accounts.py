@@ -10,13 +10,12 @@ from uuid import uuid4
 
 import pytest
 
-from eventkit.personal_data import ERASED, decrypt_data, is_encrypted
-from guestlist.stack.smtp_sink import SmtpSink
+from eventkit.personal_data import ERASED, decrypt_data, is_encrypted, subject_of
 from schemas.identity import UserRegistered
 from services.identity.testing import (
     PASSWORD,
+    event_token,
     events_on,
-    mailed_token,
     make_admin,
     only,
     open_platform,
@@ -31,12 +30,11 @@ NEW_PASSWORD = "a much longer and newer passphrase"
 
 
 async def test_change_and_reset_password_end_sessions_and_only_the_new_password_works(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         await open_platform(client, await make_admin(app, client))
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         first = await sign_in(client, address)
         me = {"Authorization": f"Bearer {first.json()['access_token']}"}
 
@@ -59,7 +57,8 @@ async def test_change_and_reset_password_end_sessions_and_only_the_new_password_
 
         unknown = await client.post("/v1/password-resets", json={"email": "no@example.org"})
         asked = await client.post("/v1/password-resets", json={"email": address.lower()})
-        token = await mailed_token(smtp_sink, address.lower(), "reset token")
+        # The scheduler takes the request up and seals the token for the mailer on the event.
+        token = await event_token(app, user_id, "reset_token")
         bad_token = await client.post("/v1/password-resets/confirm", json={
             "token": "made-up", "new_password": "yet another good passphrase"})
         reset = await client.post("/v1/password-resets/confirm", json={
@@ -89,19 +88,22 @@ async def test_change_and_reset_password_end_sessions_and_only_the_new_password_
     causes = {p.data["cause"] for p in envelopes if p.name == "SessionsRevoked"}
     assert causes == {"password_changed"}
     requested = only(envelopes, "PasswordResetRequested")
-    # The token goes by mail only; the event has the expiry and nothing secret.
-    assert set(requested.data) == {"user_id", "expires_at"}
+    # The token travels sealed under a key of its own (not the person's), the address sealed.
+    assert set(requested.data) == {"user_id", "expires_at", "reset_token", "email"}
     assert token not in requested.envelope.data_json
+    assert is_encrypted(requested.data["reset_token"]) and is_encrypted(requested.data["email"])
+    assert subject_of(requested.data["reset_token"]) != user_id
+    assert subject_of(requested.data["email"]) == user_id
 
 
 async def test_a_timed_suspension_refuses_sign_in_until_the_scheduler_reactivates_the_account(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap, smtp_port=smtp_sink.port,
+    async with running_identity(database_url, kafka_bootstrap,
                                 scheduler_interval=0.2) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         token = await signed_in(client, address)
         past = await client.post(f"/v1/users/{user_id}/suspend", headers=admin, json={
             "reason": "too early", "until": (datetime.now(UTC) - timedelta(hours=1)).isoformat()})
@@ -144,13 +146,12 @@ async def test_a_timed_suspension_refuses_sign_in_until_the_scheduler_reactivate
 
 
 async def test_deleting_an_account_erases_its_key_so_every_copy_reads_erased(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         token = await signed_in(client, address)
         before = await client.get(f"/v1/users/{user_id}", headers={**admin, "X-Purpose": "support"})
         no_reason = await client.request("DELETE", f"/v1/users/{user_id}", headers=admin)
@@ -169,6 +170,8 @@ async def test_deleting_an_account_erases_its_key_so_every_copy_reads_erased(
                                        json={"reason": "nobody"})
         envelopes = await events_on(kafka_bootstrap, "identity.user", user_id,
                                     {"UserRegistered", "UserDeleted", "SessionsRevoked"})
+        # The farewell address stays readable for the mailer (and only it) a while.
+        farewell = await event_token(app, user_id, "email", skip=1)
         # What any reader of Kafka gets from the key service now: nothing.
         work = app.state.identity.accounts.work
         async with work.store.transaction() as tx:
@@ -190,7 +193,9 @@ async def test_deleting_an_account_erases_its_key_so_every_copy_reads_erased(
     assert unknown.status_code == 404
     assert key is None and gone is None
     removal = only(envelopes, "UserDeleted")
-    assert removal.data == {"user_id": user_id, "reason": "asked by phone"}
+    assert set(removal.data) == {"user_id", "reason", "email"}
+    assert removal.data["reason"] == "asked by phone"
+    assert subject_of(removal.data["email"]) != user_id and farewell == address
     registered = only(envelopes, "UserRegistered")
     assert is_encrypted(registered.data["email"])
 
@@ -203,15 +208,14 @@ async def test_deleting_an_account_erases_its_key_so_every_copy_reads_erased(
 
 
 async def test_role_grants_need_the_permissions_granted_and_revoking_ends_sessions(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
     community = str(uuid4())
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        member_id, member_address = await register_active(client, smtp_sink, "Member")
-        organizer_id, organizer_address = await register_active(client, smtp_sink, "Org")
+        member_id, member_address = await register_active(client, app, "Member")
+        organizer_id, organizer_address = await register_active(client, app, "Org")
         member = await signed_in(client, member_address)
 
         def grant(role: str, scope: str, community_id: str | None = None) -> dict[str, object]:

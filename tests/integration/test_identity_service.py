@@ -19,10 +19,9 @@ from fastapi import APIRouter
 from eventkit.envelope import Envelope
 from eventkit.http.app import create_service_app
 from eventkit.http.auth import CurrentPrincipal, RevokedSessions
-from eventkit.personal_data import is_encrypted
+from eventkit.personal_data import is_encrypted, subject_of
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
-from guestlist.stack.smtp_sink import SmtpSink
 from schemas.invitations import InvitationCreated, InvitationRevoked
 from services.identity.derived_keys import keyed_hash
 from services.identity.settings import DEV_INVITATION_CODE_KEY
@@ -46,17 +45,16 @@ async def envelopes_on(kafka_bootstrap: str, topic: str, subject: str, want: set
 
 
 async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_form(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         admin = await make_admin(app, client)
         closed = await client.post("/v1/users", json={"email": "x@example.org",
                                                       "password": PASSWORD})
         assert closed.status_code == 422
         assert closed.json()["type"].endswith("/invitation-required")
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         taken = await client.post("/v1/users", json={"email": address.upper(),
                                                      "password": PASSWORD})
         assert taken.status_code == 409 and taken.json()["field"] == "email"
@@ -88,6 +86,9 @@ async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_f
         registered = next(e for e in envelopes if e.type == "guestlist.identity.UserRegistered.v1")
         data = json.loads(registered.data_json)
         assert is_encrypted(data["email"]) and is_encrypted(data["name"])
+        # The confirmation token is sealed under a delivery key, not the person's key.
+        assert is_encrypted(data["confirmation_token"])
+        assert subject_of(data["confirmation_token"]) != user_id
         assert registered.source == "/guestlist/identity" and registered.sequence == 1
         assert registered.actor_id == user_id
         revoked = next(e for e in envelopes if e.type == "guestlist.identity.SessionsRevoked.v1")
@@ -98,13 +99,12 @@ async def test_register_confirm_sign_in_and_the_events_on_kafka_in_cloudevents_f
 
 
 async def test_five_wrong_passwords_lock_the_account_and_answers_do_not_reveal_accounts(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         unknown = await sign_in(client, "nobody@example.org")
         wrong = [await sign_in(client, address, "wrong password!!") for _ in range(5)]
         assert unknown.status_code == 401
@@ -120,10 +120,9 @@ async def test_five_wrong_passwords_lock_the_account_and_answers_do_not_reveal_a
 
 
 async def test_invitation_codes_come_from_kafka_and_grant_their_roles(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink
+    database_url: str, kafka_bootstrap: str
 ) -> None:
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         now = datetime.now(UTC)
         invitee = f"grace-{uuid4().hex[:6]}@example.org"
         good, revoked = InvitationCreated(
@@ -182,14 +181,13 @@ async def test_invitation_codes_come_from_kafka_and_grant_their_roles(
 
 
 async def test_a_suspended_persons_token_is_refused_by_another_service_within_a_second(
-    database_url: str, kafka_bootstrap: str, smtp_sink: SmtpSink, pg_server: Any
+    database_url: str, kafka_bootstrap: str, pg_server: Any
 ) -> None:
     other_db = await pg_server.create_database(f"t_{uuid4().hex[:12]}")
-    async with running_identity(database_url, kafka_bootstrap,
-                                smtp_port=smtp_sink.port) as (client, app):
+    async with running_identity(database_url, kafka_bootstrap) as (client, app):
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink)
+        user_id, address = await register_active(client, app)
         token = (await sign_in(client, address)).json()["access_token"]
 
         # Another service: verifies identity's tokens offline, learns revocations from Kafka.
