@@ -55,7 +55,7 @@ async def test_staff_read_and_update_a_profile_each_read_recorded_with_its_purpo
         admin = await make_admin(app, client)
         admin_id = await user_id_of(client, admin)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink, "Ada Lovelace")
+        user_id, address = await register_active(client, app, "Ada Lovelace")
         member = await signed_in(client, address)
         path = f"/v1/users/{user_id}"
 
@@ -114,7 +114,7 @@ async def test_a_person_exports_their_data_and_asks_for_deletion_which_the_sched
                                 deletion_grace=timedelta(seconds=3),
                                 scheduler_interval=0.2) as (client, app):
         await open_platform(client, await make_admin(app, client))
-        user_id, address = await register_active(client, smtp_sink, "Grace Hopper")
+        user_id, address = await register_active(client, app, "Grace Hopper")
         me = await signed_in(client, address)
         await client.get("/v1/me", headers={**me, "X-Purpose": "settings_page"})
         exported = await client.get("/v1/me/export", headers=me)
@@ -197,7 +197,7 @@ async def test_another_service_opens_personal_data_with_keys_from_the_internal_e
             httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         admin = await make_admin(app, client)
         await open_platform(client, admin)
-        user_id, address = await register_active(client, smtp_sink, "Hedy Lamarr")
+        user_id, address = await register_active(client, app, "Hedy Lamarr")
         registered = only(await events_on(kafka_bootstrap, "identity.user", user_id,
                                           {"UserRegistered"}), "UserRegistered")
 
