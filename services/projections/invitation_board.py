@@ -23,7 +23,7 @@ from schemas.invitations import (
     InvitationRevoked,
 )
 from schemas.notifications import NotificationSent
-from services.projections.readmodels import ReadModel, Tables
+from services.projections.readmodels import ReadModel, Tables, one_by_one
 
 NAME = "invitations"
 
@@ -118,4 +118,8 @@ async def project(connection: Connection, t: Tables, envelope: Envelope, event: 
             pass
 
 
-READ_MODEL = ReadModel(name=NAME, ddl=DDL, tables=TABLES, indexes=INDEXES, project=project)
+READ_MODEL = ReadModel(
+    name=NAME, ddl=DDL, tables=TABLES, indexes=INDEXES, project=one_by_one(project),
+    follows=(InvitationCreated, InvitationResent, InvitationReminderDue, InvitationAccepted,
+             InvitationExpired, InvitationRevoked, NotificationSent),
+)

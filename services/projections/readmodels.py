@@ -9,16 +9,17 @@ fills the next version from the start of the topics while the current one
 serves. ``read_models.active_version`` says which version answers reads.
 
 Events are applied in batches inside the inbox's transaction, with the
-partition's checkpoint row. When a batch fails the inbox retries it event by
-event; an event that then fails for a reason in its data (not the database
-being away) is recorded in the failed-events table and skipped, as ZITADEL's
-projections do, instead of stopping the read model.
+partition's checkpoint row: a projection gets the whole batch, in offset
+order, so it can write it with a few set-based statements. When a batch fails
+the inbox retries it event by event; an event that then fails for a reason in
+its data (not the database being away) is recorded in the failed-events table
+and skipped, as ZITADEL's projections do, instead of stopping the read model.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,28 @@ class Tables:
         return f'"{self.read_model}_{base}_v{self.version}"'
 
 
-Projection = Callable[[Connection, Tables, Envelope, EventData], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event of a batch, decoded: what a projection applies."""
+
+    envelope: Envelope
+    event: EventData
+
+
+# Applies a batch (in offset order; a single event when the inbox goes one by one).
+Projection = Callable[[Connection, Tables, Sequence[Change]], Awaitable[None]]
+EventProjection = Callable[[Connection, Tables, Envelope, EventData], Awaitable[None]]
+
+
+def one_by_one(project: EventProjection) -> Projection:
+    """A batch projection that runs ``project`` for each event in turn."""
+
+    async def project_all(connection: Connection, tables: Tables, changes: Sequence[Change]
+                          ) -> None:
+        for change in changes:
+            await project(connection, tables, change.envelope, change.event)
+
+    return project_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +89,8 @@ class ReadModel:
     project: Projection
     # Index names are per version too (PostgreSQL names share one namespace).
     indexes: tuple[str, ...] = ()
+    # The event classes the projection acts on; the others are not even decoded. Empty: all.
+    follows: tuple[type[EventData], ...] = ()
 
     def failed_table(self, version: int) -> str:
         return Tables(self.name, version)["failed_events"]
@@ -158,36 +182,54 @@ def batch_handler(
     """The consumer's batch handler for ``version`` of ``model``."""
     tables = Tables(model.name, version)
     failed_table = model.failed_table(version)
+    decode = Decoder(registry, model.follows)
 
     async def apply_batch(deliveries: Sequence[Delivery], tx: Transaction) -> None:
         connection = connection_of(tx)
         if len(deliveries) == 1:
             # The inbox retries a failed batch one event at a time: here an event whose
             # data cannot be applied is set aside, in a savepoint, and the model moves on.
-            delivery = deliveries[0]
             try:
                 async with connection.transaction():
-                    await _apply(model, tables, registry, connection, delivery.envelope)
+                    if changes := decode([deliveries[0].envelope]):
+                        await model.project(connection, tables, changes)
             except _EVENT_ERRORS as error:
-                await _record_failure(connection, failed_table, delivery, error)
+                await _record_failure(connection, failed_table, deliveries[0], error)
                 on_failed()
-        else:
-            for delivery in deliveries:
-                await _apply(model, tables, registry, connection, delivery.envelope)
+        elif changes := decode(delivery.envelope for delivery in deliveries):
+            await model.project(connection, tables, changes)
         await _checkpoint(connection, model.name, version, deliveries)
 
     return apply_batch
 
 
-async def _apply(
-    model: ReadModel, tables: Tables, registry: EventRegistry, connection: Connection,
-    envelope: Envelope,
-) -> None:
-    try:
-        event = registry.decode(envelope)
-    except UnknownEventType:
-        return  # a type this reader does not know (a newer producer): nothing to show
-    await model.project(connection, tables, envelope, event)
+class Decoder:
+    """The events a read model follows, decoded; the others are left out without parsing."""
+
+    def __init__(self, registry: EventRegistry, follows: Iterable[type[EventData]]) -> None:
+        self._registry = registry
+        self._follows = frozenset(follows)
+        self._followed: dict[str, bool] = {}  # by ce_type
+
+    def __call__(self, envelopes: Iterable[Envelope]) -> list[Change]:
+        changes: list[Change] = []
+        for envelope in envelopes:
+            if self._is_followed(envelope.type):
+                changes.append(Change(envelope, self._registry.decode(envelope)))
+        return changes
+
+    def _is_followed(self, type_name: str) -> bool:
+        followed = self._followed.get(type_name)
+        if followed is None:
+            try:
+                event_class = self._registry.class_for(type_name)
+            except UnknownEventType:
+                followed = False  # a type this reader does not know (a newer producer)
+            else:
+                followed = not self._follows or event_class in self._follows
+            if len(self._followed) < 1000:  # known types are few; odd ones are not kept
+                self._followed[type_name] = followed
+        return followed
 
 
 async def _record_failure(
