@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from eventkit.http.auth import Principal, require_permission
 from eventkit.http.problems import CONFLICT, NOT_FOUND, VALIDATION_ERROR, Problem
@@ -44,6 +44,11 @@ class Delivery(BaseModel):
     updated_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None
+    sealed_fields: dict[str, str] = Field(
+        description="Each other personal value the mail carries (name, token, code...): "
+        "[sealed] while its key still opens it, [erased] once the key is gone (erased, or "
+        "a delivery key past its time); never the value itself.",
+    )
 
     @classmethod
     def of(cls, view: DeliveryView) -> Delivery:
@@ -54,7 +59,8 @@ class Delivery(BaseModel):
                    cause_event_id=view.cause_event_id, cause_type=view.cause_type,
                    message_id=view.message_id, last_error=view.last_error,
                    created_at=view.created_at, updated_at=view.updated_at,
-                   sent_at=view.sent_at, next_attempt_at=view.next_attempt_at)
+                   sent_at=view.sent_at, next_attempt_at=view.next_attempt_at,
+                   sealed_fields=dict(view.sealed_fields))
 
 
 class DeliveryPage(BaseModel):

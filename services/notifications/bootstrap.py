@@ -122,6 +122,7 @@ def build_app(
                                               client_id=f"{GROUP}.delivery"),
                 mail_from=settings.mail_from, contact_email=settings.contact_email,
                 invitation_url_base=settings.invitation_url_base,
+                identity_public_url=settings.identity_public_url,
                 recipient_hash_key=settings.recipient_hash_key.get_secret_value().encode(),
                 attempts=settings.delivery_attempts, base_delay=settings.retry_base_delay,
                 max_delay=settings.retry_max_delay, lease=settings.send_lease,

@@ -52,7 +52,7 @@ from services.notifications.domain import (
 log = structlog.get_logger(__name__)
 
 # Sealed values read from an event's data by name (see domain.Known).
-_EXTRAS = ("invitation_code", "link")
+_EXTRAS = ("invitation_code", "confirmation_token", "reset_token", "email")
 _CLOSED = {InvitationAccepted: "accepted", InvitationExpired: "expired",
            InvitationRevoked: "revoked"}  # fmt: skip
 

@@ -47,6 +47,7 @@ from eventkit.registry import EventRegistry
 from eventkit.store import Clock, NewEvent, utc_now
 from schemas.notifications import NotificationFailed, NotificationSent
 from services.notifications.domain import (
+    TOKEN_LINK_PATHS,
     DeliveryStatus,
     Platform,
     TemplateName,
@@ -95,6 +96,7 @@ class Sender:
         mail_from: str,
         contact_email: str,
         invitation_url_base: str,
+        identity_public_url: str,
         recipient_hash_key: bytes,
         attempts: int = 5,
         base_delay: timedelta = timedelta(seconds=30),
@@ -108,6 +110,7 @@ class Sender:
         self._renderer, self._mailer, self._personal = renderer, mailer, personal_data
         self._dead_letters = dead_letters
         self._from, self._contact, self._url_base = mail_from, contact_email, invitation_url_base
+        self._identity_url = identity_public_url.rstrip("/")
         self._hash_key = recipient_hash_key
         self._attempts, self._base, self._max = attempts, base_delay, max_delay
         self._lease, self._batch, self._clock = lease, batch, clock
@@ -178,9 +181,13 @@ class Sender:
         params = decode_params(row["params"])
         for name, sealed in json.loads(row["sealed"]).items():
             params[name] = await self._reveal(sealed, row["owner"])
+        template = TemplateName(row["template"])
         if "code" in params and "link" not in params:
             params["link"] = f"{self._url_base}?code={quote(params['code'])}"
-        template = TemplateName(row["template"])
+        if "token" in params:
+            # An expired token's delivery key is gone, so such a mail was cancelled above.
+            token = quote(params.pop("token"))
+            params["link"] = f"{self._identity_url}{TOKEN_LINK_PATHS[template]}?token={token}"
         mail = self._renderer.render(template, locale=row["locale"], platform=platform,
                                      params=params, contact_email=self._contact)
         message = as_email(mail, template=template, sender=self._from, to=address,

@@ -5,9 +5,12 @@ small function from the event (and what the service knows about its
 invitation) to the mails it asks for. Adding a notification is one template
 pair under ``templates/`` and one line here.
 
-Personal values (addresses, names, greetings, invitation codes and links)
-only ever pass through here in their sealed form, as the events carry them;
-they are revealed at send time, so what the service stores stays encrypted.
+Personal values (addresses, names, greetings, invitation codes, confirmation
+and reset tokens) only ever pass through here in their sealed form, as the
+events carry them; they are revealed at send time, so what the service stores
+stays encrypted. Identity seals tokens, and the address of the deletion
+notice, under *delivery keys* that only this service may fetch and only until
+they expire; afterwards they read as erased like any other value.
 """
 
 from __future__ import annotations
@@ -106,9 +109,10 @@ class Known:
     """What a rule may consult besides the event: its time, the local copies, its extras.
 
     ``extras`` are sealed values read from the event's data by name, so a field
-    a producer adds (``invitation_code``, a confirmation or reset ``link``) is
-    used as soon as it appears; a rule that needs one and does not find it
-    asks for nothing, or records the mail as cancelled with the reason.
+    a producer adds (``invitation_code``, ``confirmation_token``, ``reset_token``,
+    the ``email`` of a reset or a deletion) is used as soon as it appears; a rule
+    that needs one and does not find it asks for nothing, or records the mail as
+    cancelled with the reason.
     """
 
     at: datetime
@@ -183,20 +187,39 @@ def _invitation_mail(template: TemplateName, *, on_creation: bool = False) -> Ru
     return rule
 
 
-def _account_link(template: TemplateName, expiry: Callable[[Any], datetime | None]) -> Rule:
-    """A mail whose point is a secret link; sent only when the event brings the link."""
+def _account_link(
+    template: TemplateName, token_field: str, expiry: Callable[[Any], datetime | None]
+) -> Rule:
+    """A mail whose point is a secret token (the sender makes the link of it).
+
+    Sent only when the event brings the token, to the address the event brings
+    (a reset's) or else the one the person registered with.
+    """
 
     def rule(event: Any, known: Known) -> list[PlannedMail]:
-        person, link = known.person, known.extras.get("link")
-        if person is None or link is None:
+        person, token = known.person, known.extras.get(token_field)
+        if person is None or token is None:
             return []
-        sealed = {"link": link} | ({"name": person.name} if person.name else {})
+        sealed = {"token": token} | ({"name": person.name} if person.name else {})
         expires_at = expiry(event)
-        return [PlannedMail(template, person.email, person.locale, user_id=person.user_id,
-                            params={"expires_at": expires_at}, sealed=sealed,
-                            not_after=expires_at)]
+        return [PlannedMail(template, known.extras.get("email") or person.email, person.locale,
+                            user_id=person.user_id, params={"expires_at": expires_at},
+                            sealed=sealed, not_after=expires_at)]
 
     return rule
+
+
+def _farewell(event: UserDeleted, known: Known) -> list[PlannedMail]:
+    """The deletion notice, to the address the event carries under a delivery key.
+
+    The person's own key went with the deletion, so the address kept here (and
+    their name) no longer opens; the locale is not personal and stays known.
+    """
+    address = known.extras.get("email")
+    if address is None:
+        return []
+    locale = known.person.locale if known.person else "en"
+    return [PlannedMail(TemplateName.ACCOUNT_DELETED, address, locale, user_id=event.user_id)]
 
 
 def _role(event: RoleGranted | RoleRevoked) -> dict[str, Any]:
@@ -209,18 +232,27 @@ MAILS: Mapping[type[EventData], Rule] = {
     InvitationSendDue: _invitation_mail(TemplateName.INVITATION),
     InvitationResent: _invitation_mail(TemplateName.INVITATION),
     InvitationReminderDue: _invitation_mail(TemplateName.INVITATION_REMINDER),
-    # When an invitation vouches for the address, identity appends UserEmailConfirmed in
-    # the same commit; applying it cancels this mail before the sender can see it.
-    UserRegistered: _account_link(TemplateName.ADDRESS_CONFIRMATION, lambda _e: None),
-    PasswordResetRequested: _account_link(TemplateName.PASSWORD_RESET, lambda e: e.expires_at),
+    # An invitation that vouches for the address leaves the token out (identity appends
+    # UserEmailConfirmed instead), and that event cancels a confirmation still waiting.
+    UserRegistered: _account_link(TemplateName.ADDRESS_CONFIRMATION, "confirmation_token",
+                                  lambda _e: None),
+    PasswordResetRequested: _account_link(TemplateName.PASSWORD_RESET, "reset_token",
+                                          lambda e: e.expires_at),
     UserSuspended: _to_person(TemplateName.ACCOUNT_SUSPENDED,
                               lambda e: {"reason": e.reason, "until": e.until}),
     UserReactivated: _to_person(TemplateName.ACCOUNT_REACTIVATED),
-    UserDeleted: _to_person(TemplateName.ACCOUNT_DELETED),
+    UserDeleted: _farewell,
     RoleGranted: _to_person(TemplateName.ROLE_GRANTED, _role),
     RoleRevoked: _to_person(TemplateName.ROLE_REVOKED, _role),
     UserLockedOut: _to_person(TemplateName.ACCOUNT_LOCKED, lambda e: {"until": e.until}),
 }  # fmt: skip
+
+
+# Where the sender points a mail's token: <identity public URL><path>?token=<token>.
+TOKEN_LINK_PATHS: Mapping[TemplateName, str] = {
+    TemplateName.ADDRESS_CONFIRMATION: "/confirm",
+    TemplateName.PASSWORD_RESET: "/reset",
+}
 
 
 def mails_for(event: EventData, known: Known) -> list[PlannedMail]:

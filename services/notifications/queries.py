@@ -2,7 +2,9 @@
 
 The log never shows a full address: the recipient is masked (``a***@example.org``)
 from the sealed value, or ``[erased]`` once the person's key is gone, so
-reading the log reveals nobody's address (and needs no access event).
+reading the log reveals nobody's address (and needs no access event). The
+mail's other personal values (name, token, code) show only whether they still
+open: ``[sealed]``, or ``[erased]`` once their key is gone or expired.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,6 +56,11 @@ class DeliveryView:
     updated_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None
+    sealed_fields: Mapping[str, str]
+
+
+SEALED = "[sealed]"
+UNAVAILABLE = "[unavailable]"
 
 
 def encode_cursor(created_at: datetime, notification_id: UUID) -> str:
@@ -160,6 +168,8 @@ class DeliveryLog:
             last_error=row["last_error"], created_at=row["created_at"],
             updated_at=row["updated_at"], sent_at=row["sent_at"],
             next_attempt_at=row["next_attempt_at"] if row["status"] == "scheduled" else None,
+            sealed_fields={name: await self._still_opens(value, row["owner"])
+                           for name, value in json.loads(row["sealed"]).items()},
         )  # fmt: skip
 
     async def _recipient(self, sealed: str, owner: str) -> str:
@@ -167,5 +177,13 @@ class DeliveryLog:
         try:
             address = await self._personal.reveal(sealed, owner=owner)
         except (KeyUnavailable, PersonalDataError, LookupError):
-            return "[unavailable]"
+            return UNAVAILABLE
         return ERASED if address is None else mask_address(address)
+
+    async def _still_opens(self, sealed: str, owner: str) -> str:
+        assert self._personal is not None
+        try:
+            value = await self._personal.reveal(sealed, owner=owner)
+        except (KeyUnavailable, PersonalDataError, LookupError):
+            return UNAVAILABLE
+        return ERASED if value is None else SEALED

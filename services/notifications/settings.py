@@ -38,6 +38,9 @@ class NotificationsSettings(ServiceSettings):
     contact_email: str = Field(default="support@guestlist.local", min_length=3)
     # Where an invitee registers; the code is appended as ?code=... (as invitations does).
     invitation_url_base: str = "http://127.0.0.1:8001/register"
+    # Identity's public address: confirmation and reset links are <this>/confirm?token=...
+    # and <this>/reset?token=...
+    identity_public_url: str = "http://127.0.0.1:8001"
 
     delivery_attempts: int = Field(default=5, ge=1, le=50)
     retry_base_delay: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))

@@ -9,6 +9,7 @@ from schemas.identity import (
     LoginFailed,
     PasswordResetRequested,
     RoleGranted,
+    UserDeleted,
     UserLockedOut,
     UserRegistered,
     UserSuspended,
@@ -103,14 +104,43 @@ def test_given_an_unknown_person_then_no_notice() -> None:
     assert mails_for(event, Known(at=NOW)) == []
 
 
-def test_account_links_go_out_only_when_the_event_brings_the_link() -> None:
+def test_given_a_registration_without_a_token_then_no_confirmation_mail() -> None:
+    # An invitation for the same address confirmed it: identity puts no token on the event.
     registered = UserRegistered(user_id=PERSON.user_id, email="pd1:x", locale="uk")
     assert mails_for(registered, Known(at=NOW, person=PERSON)) == []
-    [confirm] = mails_for(registered, Known(at=NOW, person=PERSON, extras={"link": "pd1:l"}))
+
+
+def test_given_a_sealed_confirmation_token_then_a_confirmation_to_the_registered_address(
+) -> None:
+    registered = UserRegistered(user_id=PERSON.user_id, email="pd1:x", locale="uk",
+                                confirmation_token="pd1:key:token")
+    [confirm] = mails_for(registered, Known(at=NOW, person=PERSON,
+                                            extras={"confirmation_token": "pd1:key:token"}))
     assert confirm.template is TemplateName.ADDRESS_CONFIRMATION
+    assert confirm.recipient == PERSON.email and confirm.locale == "uk"
+    assert confirm.sealed == {"token": "pd1:key:token", "name": "pd1:name"}
+
+
+def test_given_a_reset_token_then_a_reset_mail_to_the_event_s_address_until_it_expires(
+) -> None:
     reset = PasswordResetRequested(user_id=PERSON.user_id, expires_at=NOW)
-    [mail] = mails_for(reset, Known(at=NOW, person=PERSON, extras={"link": "pd1:l"}))
+    assert mails_for(reset, Known(at=NOW, person=PERSON)) == []
+    [mail] = mails_for(reset, Known(at=NOW, person=PERSON, extras={
+        "reset_token": "pd1:key:token", "email": "pd1:person:address"}))
     assert mail.template is TemplateName.PASSWORD_RESET and mail.not_after == NOW
+    assert mail.recipient == "pd1:person:address" and mail.sealed["token"] == "pd1:key:token"
+
+
+def test_given_a_deletion_with_a_sealed_address_then_a_farewell_to_it_without_the_name(
+) -> None:
+    deleted = UserDeleted(user_id=PERSON.user_id, reason="asked")
+    # Without the address on the event there is nobody to write to: the person's key is gone.
+    assert mails_for(deleted, Known(at=NOW, person=PERSON)) == []
+    [farewell] = mails_for(deleted, Known(at=NOW, person=PERSON,
+                                          extras={"email": "pd1:farewell-key:address"}))
+    assert farewell.template is TemplateName.ACCOUNT_DELETED
+    assert farewell.recipient == "pd1:farewell-key:address" and farewell.locale == "uk"
+    assert farewell.sealed == {}
 
 
 def test_events_outside_the_table_cause_no_mail() -> None:
