@@ -18,7 +18,7 @@ from eventkit.personal_data import HttpKeyResolver, KeyResolver, KeyUnavailable,
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
-from services.projections import directory, invitation_board, security_monitor
+from services.projections import directory, failed_events_api, invitation_board, security_monitor
 from services.projections.api import build_router
 from services.projections.consistency import EXPOSED_HEADERS
 from services.projections.context import ProjectionsContext
@@ -107,7 +107,7 @@ def build_app(
 
     app = create_service_app(
         settings,
-        routers=[build_router()],
+        routers=[build_router(), failed_events_api.build_router()],
         readiness_checks=[*runtime.readiness_checks(), *projector.readiness_checks()],
         lifespan=lifespan,
         revoked_sessions=revoked,

@@ -95,6 +95,10 @@ class Projector:
         self._max_lag = max_lag
         self._running: dict[str, _Running] = {}
 
+    @property
+    def registry(self) -> EventRegistry:
+        return self._registry
+
     def group(self, name: str, version: int) -> str:
         return readmodels.group_name(self.group_prefix, name, version)
 

@@ -99,7 +99,7 @@ class ReadModel:
         names = Tables(self.name, version)
         placeholders = {base: names[base] for base in (*self.tables, *self.indexes)}
         return self.ddl.format(**placeholders) + _FAILED.format(
-            failed=self.failed_table(version)
+            failed=self.failed_table(version), failed_order=names["failed_events_order"],
         )
 
     def drop_sql(self, version: int) -> str:
@@ -118,10 +118,15 @@ CREATE TABLE IF NOT EXISTS {failed} (
     error      text        NOT NULL,
     failed_at  timestamptz NOT NULL DEFAULT now()
 );
+-- The event itself, as it came (key, data, headers), so it can be applied again;
+-- NULL for events set aside before it was kept.
+ALTER TABLE {failed} ADD COLUMN IF NOT EXISTS message jsonb;
+ALTER TABLE {failed} ADD COLUMN IF NOT EXISTS retries integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS {failed_order} ON {failed} (failed_at, event_id);
 """
 
 # Errors that say something about the event, not about the database being reachable.
-_EVENT_ERRORS: tuple[type[Exception], ...] = (
+EVENT_ERRORS: tuple[type[Exception], ...] = (
     InvalidEventData, ValueError, KeyError, TypeError, LookupError,
     asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
 )
@@ -193,7 +198,7 @@ def batch_handler(
                 async with connection.transaction():
                     if changes := decode([deliveries[0].envelope]):
                         await model.project(connection, tables, changes)
-            except _EVENT_ERRORS as error:
+            except EVENT_ERRORS as error:
                 await _record_failure(connection, failed_table, deliveries[0], error)
                 on_failed()
         elif changes := decode(delivery.envelope for delivery in deliveries):
@@ -238,11 +243,19 @@ async def _record_failure(
     message, envelope = delivery.message, delivery.envelope
     log.error("event set aside by read model", table=table, event_id=str(envelope.id),
               type=envelope.type, error=repr(error))
+    record = envelope.to_kafka(message.topic)
+    kept = {"key": record.key.decode(), "value": record.value.decode(),
+            "headers": [[name, value.decode()] for name, value in record.headers]}
     await connection.execute(
-        f"INSERT INTO {table} (event_id, event_type, topic, partition, \"offset\", error) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+        f"INSERT INTO {table} (event_id, event_type, topic, partition, \"offset\", error, "
+        "message) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT (event_id) DO NOTHING",
         envelope.id, envelope.type, message.topic, message.partition, message.offset,
-        f"{type(error).__name__}: {error}"[:2000])
+        describe(error), json.dumps(kept))
+
+
+def describe(error: Exception) -> str:
+    """What the failed-events table says of an error: its type and message, cut short."""
+    return f"{type(error).__name__}: {error}"[:2000]
 
 
 async def _checkpoint(
@@ -265,10 +278,16 @@ async def _checkpoint(
         [(name, version, topic, partition, d.message.offset + 1, counts[(topic, partition)],
           d.envelope.id, d.envelope.time) for (topic, partition), d in last.items()],
     )
-    newest = deliveries[-1].envelope
-    # Delivered to listeners when this transaction commits, never before or if it rolls back.
+    await notify_change(connection, name, version, applied=len(deliveries),
+                        newest=deliveries[-1].envelope)
+
+
+async def notify_change(
+    connection: Connection, name: str, version: int, *, applied: int, newest: Envelope
+) -> None:
+    """Tell live listeners; delivered when the transaction commits, never if it rolls back."""
     await connection.execute(
         "SELECT pg_notify($1, $2)", CHANGES_CHANNEL,
-        json.dumps({"read_model": name, "version": version, "applied": len(deliveries),
+        json.dumps({"read_model": name, "version": version, "applied": applied,
                     "position": position_of_id(newest.id), "at": newest.time.isoformat()}),
     )
