@@ -1,8 +1,9 @@
 """The audit_log table: append a batch under the chain-head lock, read entries back.
 
-An append is four statements whatever the batch size: drop events already in
-the log, lock the chain head, insert every entry with one ``unnest``, move the
-head. The lock serializes appenders, which is what makes the sequence gapless
+An append is at most five statements whatever the batch size: drop events
+already in the log, lock the chain head, insert every entry with one
+``unnest``, the people the entries name (services/audit/people.py) with
+another, move the head. The lock serializes appenders, which is what makes the sequence gapless
 and each prev_hash the hash of the entry before.
 """
 
@@ -19,6 +20,7 @@ from eventkit.database import Connection
 from eventkit.envelope import SPEC_VERSION
 from eventkit.inbox import Delivery
 from services.audit.domain import ChainedEntry, LogEntry, chain
+from services.audit.people import also_concerned
 
 _INSERT = """
 INSERT INTO audit_log (sequence, received_at, topic, kafka_partition, kafka_offset,
@@ -103,6 +105,15 @@ async def append(
         [c.prev_hash for c in chained],
         [c.hash for c in chained],
     )
+    concerned = [(person, c.entry.sequence) for c in chained
+                 for person in also_concerned(c.entry.data, subject=c.entry.ce_subject,
+                                              actor=c.entry.ce_actorid)]
+    if concerned:
+        await connection.execute(
+            "INSERT INTO audit_log_people (person, sequence) "
+            "SELECT * FROM unnest($1::text[], $2::bigint[])",
+            [person for person, _ in concerned], [sequence for _, sequence in concerned],
+        )
     last = chained[-1]
     await connection.execute(
         "UPDATE audit_chain_head SET sequence = $1, hash = $2", last.entry.sequence, last.hash

@@ -16,6 +16,7 @@ from eventkit.envelope import source_of
 from eventkit.personal_data import ERASED, KeyResolver, decrypt_value, is_encrypted, subject_of
 from services.audit import log
 from services.audit.domain import LogEntry
+from services.audit.people import named_in
 
 
 class BadCursor(ValueError):
@@ -109,22 +110,35 @@ async def reveal(data: Mapping[str, Any], keys: KeyResolver) -> dict[str, Any]:
 async def timeline(
     pool: asyncpg.Pool[Any], person: str, keys: KeyResolver, *, after: int, limit: int
 ) -> Page:
-    """Everything done to (subject) or by (actor) ``person``, in log order."""
+    """Everything done to (subject) or by (actor) ``person``, or naming them, in log order.
+
+    Each of the three indexes gives its first ``limit`` entries after the
+    cursor; their union, cut at ``limit``, is the page.
+    """
     rows = await pool.fetch(
-        f"SELECT {log.ENTRY_COLUMNS} FROM audit_log WHERE sequence > $2 "
-        "AND (ce_subject = $1 OR ce_actorid = $1) ORDER BY sequence LIMIT $3",
+        f"SELECT {log.ENTRY_COLUMNS} FROM audit_log WHERE sequence IN ("
+        "(SELECT sequence FROM audit_log WHERE ce_subject = $1 AND sequence > $2 "
+        " ORDER BY sequence LIMIT $3) UNION "
+        "(SELECT sequence FROM audit_log WHERE ce_actorid = $1 AND sequence > $2 "
+        " ORDER BY sequence LIMIT $3) UNION "
+        "(SELECT sequence FROM audit_log_people WHERE person = $1 AND sequence > $2 "
+        " ORDER BY sequence LIMIT $3)) ORDER BY sequence LIMIT $3",
         person, after, limit + 1,
     )
     items = []
     for row in rows[:limit]:
         data = json.loads(row["data"])
+        named = sorted(name for name, who in named_in(data).items() if who == person)
+        role = ("subject" if row["ce_subject"] == person
+                else "actor" if row["ce_actorid"] == person else "named")
         items.append({
             "sequence": row["sequence"],
             "time": row["ce_time"].isoformat(),
             "type": row["ce_type"],
             "subject": row["ce_subject"],
             "actor": row["ce_actorid"],
-            "role": "subject" if row["ce_subject"] == person else "actor",
+            "role": role,
+            "named_in": named,
             "data": await reveal(data, keys) if isinstance(data, dict) else data,
         })
     more = len(rows) > limit
