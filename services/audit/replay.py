@@ -109,7 +109,8 @@ async def start(
     subjects = list(request.subjects) if request.subjects else None
     event = AuditReplayStarted(actor_id=actor_id, replay_id=replay_id,
                                target=target_identifier(request.target_topic),
-                               from_sequence=first)
+                               target_topic=request.target_topic, from_sequence=first,
+                               to_sequence=last, types=types, subjects=subjects)
     async with store.transaction() as tx:
         total = await tx.connection.fetchval(
             f"SELECT count(*) {_MATCHING}", first - 1, last, types, subjects)
@@ -179,8 +180,10 @@ async def _publish_rest(
             after, replay["to_sequence"], replay["types"], replay["subjects"],
         )
         if not rows:
-            await pool.execute("UPDATE audit_replays SET status = 'completed', updated_at = $2 "
-                               "WHERE replay_id = $1", replay_id, utc_now())
+            # Every matching entry up to `to` is out: last_sequence says so to the reader.
+            await pool.execute("UPDATE audit_replays SET status = 'completed', updated_at = $2, "
+                               "last_sequence = to_sequence WHERE replay_id = $1",
+                               replay_id, utc_now())
             return
         try:
             await publisher.publish([record_of(row, replay_id=replay_id,

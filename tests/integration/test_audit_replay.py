@@ -5,6 +5,7 @@ AuditReplayStarted in the log."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,10 @@ async def audit(
         yield running
 
 
-async def target(kafka: str) -> str:
+async def target(kafka: str, partitions: int = 1) -> str:
     # Outside the test's prefix: the log must not read it.
     name = f"r{uuid4().hex[:10]}.rebuild.replay"
-    await create_topics(kafka, {name: 1})
+    await create_topics(kafka, {name: partitions})
     return name
 
 
@@ -114,6 +115,58 @@ async def test_a_replay_republishes_the_same_events_in_log_order(audit: Audit) -
         ) == 2)
 
     await eventually(announced, 60)
+
+
+async def test_a_replay_is_what_a_rebuild_consumes(audit: Audit) -> None:
+    """The contract a read model rebuilt from a replay relies on (docs/DESIGN.md, audit)."""
+    key = new_data_key()
+    people = ("dora", "emil", "fay", "gus")
+    events = [registered(person, n, key) for n in range(1, 9) for person in people]
+    await audit.publish(events)
+    logged = await audit.db.fetch(
+        "SELECT sequence, ce_id FROM audit_log WHERE ce_id = ANY($1::uuid[]) ORDER BY sequence",
+        [e.id for e in events])
+    topic = await target(audit.kafka, partitions=3)
+    started = await audit.client.post("/v1/audit/replays", headers=audit.auth, json={
+        "from": logged[0]["sequence"], "to": logged[-1]["sequence"],
+        "subjects": list(people), "target_topic": topic})
+    progress = await finished(audit, started.json()["replay_id"])
+    messages = await received(audit.kafka, topic, len(events))
+    announcements: list[str] = []
+
+    async def logged_start() -> bool:
+        # AuditReplayStarted goes through the outbox and Kafka into the log.
+        announcements.extend(await audit.db.fetchval(
+            "SELECT array_agg(data) FROM audit_log WHERE data::jsonb ->> 'replay_id' = $1 "
+            "AND ce_type = 'guestlist.audit.AuditReplayStarted.v1'",
+            started.json()["replay_id"]) or [])
+        return bool(announcements)
+
+    await eventually(logged_start, 60)
+
+    log_order = {row["ce_id"]: row["sequence"] for row in logged}
+    by_key: dict[bytes, list[Any]] = {}
+    for message in messages:
+        by_key.setdefault(message.key, []).append(message)
+    # Each aggregate's events: one partition, in their original order, with their headers.
+    assert sorted(by_key) == sorted(p.encode() for p in people)
+    by_id = {e.id: e for e in events}
+    for key_, in_partition in by_key.items():
+        assert len({m.partition for m in in_partition}) == 1
+        copies = [Envelope.from_kafka(m.key, m.value, m.headers) for m in in_partition]
+        assert [by_id[c.id].sequence for c in copies] == list(range(1, 9))
+        assert [log_order[c.id] for c in copies] == sorted(log_order[c.id] for c in copies)
+        for message, copy in zip(in_partition, copies, strict=True):
+            assert list(message.headers) == [
+                *by_id[copy.id].to_kafka(topic).headers,
+                ("ce_replayid", started.json()["replay_id"].encode())]
+            assert message.key == by_id[copy.id].subject.encode() == key_
+    assert (progress["status"], progress["total"], progress["published"],
+            progress["last_sequence"]) == ("completed", 32, 32, logged[-1]["sequence"])
+    assert {k: v for k, v in json.loads(announcements[0]).items() if k != "actor_id"} == {
+        "replay_id": started.json()["replay_id"], "target": topic.replace(".", "_"),
+        "target_topic": topic, "from_sequence": logged[0]["sequence"],
+        "to_sequence": logged[-1]["sequence"], "types": None, "subjects": list(people)}
 
 
 async def test_bad_replays_are_refused_naming_the_field(audit: Audit) -> None:
