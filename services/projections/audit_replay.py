@@ -1,4 +1,4 @@
-"""The audit log as a source for rebuilds: what each read model reads, and the replay API.
+"""The audit log as a source for rebuilds: the replay API and where the log is complete.
 
 A rebuild from the audit log asks the audit service (``POST /v1/audit/replays``,
 which needs ``export_audit_log``) to publish the read model's event types, in
@@ -18,51 +18,20 @@ from typing import Any
 import httpx
 
 from eventkit.kafka_client import Partition, committed_offsets
-from eventkit.registry import EventData, EventRegistry
-from schemas.identity import (
-    LoginFailed,
-    LoginSucceeded,
-    RoleGranted,
-    RoleRevoked,
-    UserDeleted,
-    UserDeletionRequested,
-    UserEmailConfirmed,
-    UserLockedOut,
-    UserProfileUpdated,
-    UserReactivated,
-    UserRegistered,
-    UserSuspended,
-)
-from schemas.invitations import (
-    InvitationAccepted,
-    InvitationCreated,
-    InvitationExpired,
-    InvitationReminderDue,
-    InvitationResent,
-    InvitationRevoked,
-)
-from schemas.notifications import NotificationSent
-
-# The events each read model's projection applies (the classes its ``match`` names;
-# tests/unit/test_projections_audit_replay.py keeps the two in step). A replay for a
-# rebuild carries only these: the others would change nothing.
-READS: Mapping[str, tuple[type[EventData], ...]] = {
-    "directory": (UserRegistered, UserEmailConfirmed, UserProfileUpdated, UserSuspended,
-                  UserReactivated, UserLockedOut, LoginSucceeded, RoleGranted, RoleRevoked,
-                  UserDeletionRequested, UserDeleted, InvitationCreated),
-    "invitations": (InvitationCreated, InvitationResent, InvitationReminderDue,
-                    InvitationAccepted, InvitationExpired, InvitationRevoked, NotificationSent),
-    "security": (LoginFailed, LoginSucceeded, UserLockedOut, RoleGranted),
-}
+from eventkit.registry import EventRegistry
+from services.projections.readmodels import ReadModel
 
 
 class AuditReplayError(Exception):
     """The audit service refused the replay, could not be reached, or the replay failed."""
 
 
-def replay_types(read_model: str, registry: EventRegistry) -> list[str]:
-    """Every ``ce_type`` (older versions that upcast included) the read model applies."""
-    classes = set(READS[read_model])
+def replay_types(model: ReadModel, registry: EventRegistry) -> list[str] | None:
+    """Every ``ce_type`` (older versions that upcast included) the read model follows;
+    None (everything) for a model that follows all events."""
+    if not model.follows:
+        return None
+    classes = set(model.follows)
     return sorted(t for t in registry.types() if registry.class_for(t) in classes)
 
 
@@ -95,10 +64,13 @@ class AuditReplays:
         self._client = client
         self._headers = {"Authorization": f"Bearer {token}"}
 
-    async def start(self, *, types: Sequence[str], target_topic: str) -> Replay:
-        """The whole log (up to its head now) of these types, published to ``target_topic``."""
-        return Replay.of(await self._call("POST", "/v1/audit/replays", json={
-            "types": list(types), "target_topic": target_topic}))
+    async def start(self, *, types: Sequence[str] | None, target_topic: str) -> Replay:
+        """The whole log (up to its head now) of these types (None: all), published to
+        ``target_topic``."""
+        body: dict[str, Any] = {"target_topic": target_topic}
+        if types is not None:
+            body["types"] = list(types)
+        return Replay.of(await self._call("POST", "/v1/audit/replays", json=body))
 
     async def progress(self, replay_id: str) -> Replay:
         return Replay.of(await self._call("GET", f"/v1/audit/replays/{replay_id}"))

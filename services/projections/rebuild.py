@@ -116,7 +116,7 @@ async def rebuild_from_audit(
     target = audit_replay.replay_topic(group_prefix, name, version)
     await ensure_topics(bootstrap, [target], partitions=1, replication_factor=replication_factor)
     try:
-        started = await replays.start(types=audit_replay.replay_types(name, registry),
+        started = await replays.start(types=audit_replay.replay_types(model, registry),
                                       target_topic=target)
     except AuditReplayError as error:
         raise RebuildError(str(error)) from error
