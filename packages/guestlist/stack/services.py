@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +53,6 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("audit", 8004),
     ServiceSpec("projections", 8005),
 )
-IDENTITY_JWKS_URL = f"{SERVICES[0].url}/.well-known/jwks.json"
 
 
 class ServiceStartError(RuntimeError):
@@ -76,8 +75,16 @@ def service_env(
     kafka_bootstrap: str,
     smtp_port: int,
     clients: Mapping[str, str] | None = None,
+    peers: Sequence[ServiceSpec] = SERVICES,
 ) -> dict[str, str]:
-    """What a service reads at start-up, on top of the caller's environment."""
+    """What a service reads at start-up, on top of the caller's environment.
+
+    `peers` says where the other services listen, so a stack on other ports
+    (the end-to-end tests choose free ones) still finds identity's keys.
+    """
+    identity = next(peer for peer in peers if peer.name == "identity")
+    invitations = next(peer for peer in peers if peer.name == "invitations")
+    audit = next(peer for peer in peers if peer.name == "audit")
     credentials: dict[str, str] = {}
     if clients and spec.name == "identity":
         credentials["SERVICE_CLIENTS"] = ",".join(f"{n}={s}" for n, s in clients.items())
@@ -93,7 +100,15 @@ def service_env(
         "KAFKA_BOOTSTRAP": kafka_bootstrap,
         "SMTP_HOST": LOOPBACK,
         "SMTP_PORT": str(smtp_port),
-        "IDENTITY_JWKS_URL": IDENTITY_JWKS_URL,
+        "IDENTITY_JWKS_URL": f"{identity.url}/.well-known/jwks.json",
+        # Where key readers fetch personal-data keys (audit prefixes its own settings).
+        "IDENTITY_URL": identity.url,
+        "AUDIT_IDENTITY_URL": identity.url,
+        "INVITATIONS_URL": invitations.url,
+        # Where the audit log is read from (a person's data export, projections rebuilds).
+        "AUDIT_URL": audit.url,
+        # Identity's own address, which its mailed confirmation and reset links use.
+        "PUBLIC_URL": identity.url,
         "PYTHONUNBUFFERED": "1",
     }
 
