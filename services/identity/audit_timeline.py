@@ -36,6 +36,7 @@ class TimelineEntry:
     actor: str
     role: str
     data: Any
+    named_in: tuple[str, ...] = ()  # the data fields that name the person, when audit says
 
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> TimelineEntry:
@@ -43,6 +44,7 @@ class TimelineEntry:
             sequence=int(item["sequence"]), time=datetime.fromisoformat(item["time"]),
             type=str(item["type"]), subject=str(item["subject"]), actor=str(item["actor"]),
             role=str(item["role"]), data=item.get("data"),
+            named_in=tuple(str(name) for name in item.get("named_in") or ()),
         )
 
 

@@ -131,10 +131,10 @@ def _exported(
     entry: TimelineEntry, own_subjects: set[str], registry: EventRegistry
 ) -> ExportedEvent:
     data, withheld = entry.data, list[str]()
-    # An event the person caused on someone else (a role granted, a profile edited)
-    # carries that someone's personal data: it is theirs, not part of this export.
-    if entry.role == "actor" and entry.subject not in own_subjects and isinstance(data, dict):
-        data, withheld = _withhold(entry.type, data, registry)
+    # An event on someone else's stream (a profile the person edited, an invitation they
+    # sent) carries that someone's personal data: only fields naming the person are theirs.
+    if entry.subject not in own_subjects and isinstance(data, dict):
+        data, withheld = _withhold(entry, data, registry)
     return ExportedEvent(
         sequence=entry.sequence, time=entry.time, type=entry.type, subject=entry.subject,
         actor_id=entry.actor, role=entry.role, data=data, withheld=withheld,
@@ -142,11 +142,12 @@ def _exported(
 
 
 def _withhold(
-    event_type: str, data: dict[str, Any], registry: EventRegistry
+    entry: TimelineEntry, data: dict[str, Any], registry: EventRegistry
 ) -> tuple[dict[str, Any], list[str]]:
-    if event_type in registry:
-        fields = [name for name in personal_fields(registry.class_for(event_type))
-                  if data.get(name) is not None]
+    if entry.type in registry:
+        personal = personal_fields(registry.class_for(entry.type))
     else:  # not a type this service knows: nothing in it can be told apart
-        fields = sorted(data)
+        personal = tuple(sorted(data))
+    fields = [name for name in personal
+              if data.get(name) is not None and name not in entry.named_in]
     return {**data, **dict.fromkeys(fields, WITHHELD)}, fields

@@ -33,9 +33,10 @@ INVITATION_CREATED = "guestlist.invitations.InvitationCreated.v1"
 class Timelines:
     """The audit log's timelines in memory; ``behind`` hides the newest entries for a while."""
 
-    def __init__(self, entries: Sequence[TimelineEntry], *, behind: int = 0,
-                 hidden_for: int = 0, down: TimelineUnavailable | None = None) -> None:
-        self.entries = list(entries)
+    def __init__(self, entries: Sequence[TimelineEntry], *, person: UUID | None = None,
+                 behind: int = 0, hidden_for: int = 0,
+                 down: TimelineUnavailable | None = None) -> None:
+        self.entries, self.person = list(entries), str(person)
         self.behind, self.hidden_for, self.down = behind, hidden_for, down
         self.calls = 0
 
@@ -46,16 +47,19 @@ class Timelines:
         visible = self.entries
         if self.behind and self.calls <= self.hidden_for:
             visible = visible[: -self.behind]
-        # subject and actor matches, as the audit service answers them
-        return [e for e in visible if subject in (e.subject, e.actor)]
+        # as the audit service answers: subject or actor, or (the person's) named in the data
+        return [e for e in visible if subject in (e.subject, e.actor)
+                or (e.role == "named" and subject == self.person)]
 
 
 def entry(sequence: int, type_: str, subject: str, actor: str, person: str,
-          data: dict[str, Any], minutes: int = 0) -> TimelineEntry:
+          data: dict[str, Any], minutes: int = 0, named_in: tuple[str, ...] = ()
+          ) -> TimelineEntry:
+    own = subject in (person, f"access-{person}")
     return TimelineEntry(
         sequence=sequence, time=T0 + timedelta(minutes=minutes), type=type_, subject=subject,
-        actor=actor, role="subject" if subject in (person, f"access-{person}") else "actor",
-        data=data,
+        actor=actor, role="subject" if own else "actor" if actor == person else "named",
+        data=data, named_in=named_in,
     )
 
 
@@ -102,21 +106,32 @@ async def test_the_export_holds_the_persons_events_of_every_service_once_in_log_
     assert document.profile.email == "ada@example.org"
 
 
-async def test_another_persons_data_in_an_event_this_person_caused_is_withheld() -> None:
-    person, other = uuid4(), str(uuid4())
+async def test_another_persons_data_in_an_event_on_their_stream_is_withheld() -> None:
+    person, other, invitation = uuid4(), str(uuid4()), str(uuid4())
     p = str(person)
     edited_someone = entry(7, PROFILE_UPDATED, other, p, p,
                            {"user_id": other, "name": "Bob Builder", "locale": "fr"})
     edited_self = entry(8, PROFILE_UPDATED, p, p, p,
                         {"user_id": p, "name": "Ada King", "locale": "en"})
-    source = Timelines([edited_someone, edited_self])
+    invited_someone = entry(9, INVITATION_CREATED, invitation, p, p,
+                            {"inviter_id": p, "invitee_email": "bob@example.org"},
+                            named_in=("inviter_id",))
+    mailed_to_her = entry(10, INVITATION_CREATED, invitation, "system", p,
+                          {"inviter_id": other, "invitee_email": "ada@example.org"},
+                          named_in=("invitee_email",))
+    source = Timelines([edited_someone, edited_self, invited_someone, mailed_to_her],
+                       person=person)
 
     document = await collected(held(person, [edited_self]), source)
 
-    theirs, mine = document.events
+    theirs, mine, invitation_sent, named_by_address = document.events
     assert theirs.data == {"user_id": other, "name": WITHHELD, "locale": "fr"}
     assert theirs.withheld == ["name"]
     assert mine.data["name"] == "Ada King" and mine.withheld == []
+    assert invitation_sent.data["invitee_email"] == WITHHELD
+    assert invitation_sent.withheld == ["invitee_email"]
+    assert named_by_address.data["invitee_email"] == "ada@example.org"  # hers: it names her
+    assert named_by_address.withheld == []
 
 
 async def test_an_audit_log_without_identitys_latest_event_gives_no_export() -> None:
