@@ -12,10 +12,18 @@ from fastapi.responses import JSONResponse
 
 from eventkit.http.auth import CurrentPrincipal, Principal, require_permission
 from eventkit.http.idempotency import Idempotency, IdempotencyKey, fingerprint_request
-from eventkit.http.problems import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, Problem
+from eventkit.http.problems import (
+    FORBIDDEN,
+    NOT_FOUND,
+    PROBLEM_MEDIA_TYPE,
+    SERVICE_UNAVAILABLE,
+    UNAUTHORIZED,
+    Problem,
+)
 from eventkit.personal_data import encode_key
 from schemas.roles import Role, RoleAssignment, RoleScope
 from services.identity.account_handlers import AccountHandlers
+from services.identity.audit_timeline import TimelineSource
 from services.identity.commands import (
     ChangePassword,
     ConfirmEmail,
@@ -32,8 +40,10 @@ from services.identity.commands import (
     UpdateProfile,
     password_problem,
 )
+from services.identity.export import ExportUnavailable, collect_export
 from services.identity.problems import PURPOSE_REQUIRED, WEAK_PASSWORD
-from services.identity.queries import export, profile
+from services.identity.queries import held_data, profile
+from services.identity.responses import DataExport
 from services.identity.service_clients import ServiceClients
 from services.identity.session_handlers import SessionHandlers
 
@@ -46,6 +56,9 @@ class IdentityHandlers:
     sessions: SessionHandlers
     service_clients: ServiceClients
     password_min_length: int
+    # Where the data export reads the person's events, and how long it waits for them.
+    timeline: TimelineSource
+    export_wait: float
 
 
 def _handlers(request: Request) -> IdentityHandlers:
@@ -68,6 +81,12 @@ PersonDeleter = Annotated[Principal, Depends(require_permission("delete_person")
 PersonReader = Annotated[Principal, Depends(require_permission("read_person"))]
 PersonUpdater = Annotated[Principal, Depends(require_permission("update_person"))]
 KeyReader = Annotated[Principal, Depends(require_permission("read_personal_data_keys"))]
+
+_EXPORT_UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {
+    "description": "The audit log cannot give every event on the person right now; "
+                   "see Retry-After. No partial export is given.",
+    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}}
 
 
 def _user(principal: Principal) -> UUID:
@@ -334,14 +353,24 @@ def build_router() -> APIRouter:
         return await _write(request, h, principal=principal, key=key, idempotency=idempotency,
                             status=200, run=run)
 
-    @router.get("/me/export")
-    async def export_me(principal: CurrentPrincipal, h: Handlers) -> JSONResponse:
+    @router.get("/me/export", responses=_EXPORT_UNAVAILABLE, response_model=DataExport,
+                summary="Everything Guestlist holds on you, from every service (GDPR)")
+    async def export_me(principal: CurrentPrincipal, h: Handlers) -> Response:
         user_id = _user(principal)
         work = h.accounts.work
         async with work.store.transaction() as tx:
-            document = await export(work, tx, user_id)
+            held = await held_data(work, tx, user_id)
+        try:
+            document = await collect_export(held, h.timeline, registry=work.registry,
+                                            generated_at=work.clock(), wait=h.export_wait)
+        except ExportUnavailable as error:
+            raise Problem(type_=SERVICE_UNAVAILABLE, detail=str(error),
+                          headers={"Retry-After": str(error.retry_after)}) from error
+        body = document.model_dump_json()
+        # Recorded only now that the whole document is ready to be handed out.
+        async with work.transaction() as tx:
             await h.accounts.exported(tx, user_id)
-        return JSONResponse(document, headers={
+        return Response(body, media_type="application/json", headers={
             "Content-Disposition": f'attachment; filename="guestlist-{user_id}.json"'})
 
     @router.post("/me/deletion-request", status_code=202)

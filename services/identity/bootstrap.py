@@ -23,6 +23,7 @@ from schemas.catalog import build_registry
 from schemas.invitations import INVITATION_TOPIC
 from services.identity.account_handlers import AccountHandlers
 from services.identity.api import IdentityHandlers, build_jwks_router, build_router
+from services.identity.audit_timeline import AuditTimeline
 from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError, LockoutPolicy
@@ -56,6 +57,7 @@ def build_app(settings: IdentitySettings) -> FastAPI:
     )
     minter = TokenMinter(signing_keys, issuer=settings.jwt_issuer,
                          audience=settings.jwt_audience, ttl=settings.access_token_ttl)
+    audit_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
     work = UnitOfWork(
         store=lambda: runtime.store, registry=registry, keys=keys,
         data_keys=PersonalDataKeys(keys.data_key_wrapping), revoked=revoked, clock=utc_now,
@@ -87,6 +89,7 @@ def build_app(settings: IdentitySettings) -> FastAPI:
             finally:
                 stopping.set()
                 await task
+                await audit_client.aclose()
 
     app = create_service_app(
         settings, routers=[build_router(), build_jwks_router()],
@@ -97,6 +100,9 @@ def build_app(settings: IdentitySettings) -> FastAPI:
         accounts=accounts, sessions=sessions,
         service_clients=ServiceClients(settings, minter, utc_now),
         password_min_length=settings.password_min_length,
+        timeline=AuditTimeline(settings.audit_url, client=audit_client, minter=minter,
+                               clock=utc_now),
+        export_wait=settings.export_audit_wait,
     )
     app.state.signing_keys = signing_keys
     # Identity verifies its own tokens from its own key table, not over HTTP to itself.

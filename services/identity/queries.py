@@ -1,4 +1,4 @@
-"""Reads: a person's profile and their data export, opened with their data key."""
+"""Reads: a person's profile opened with their data key, and what identity holds on them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from eventkit.personal_data import ERASED, decrypt_data
 from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import UserProfileUpdated, UserRegistered
 from services.identity.domain import UnknownUser
+from services.identity.export import EventRef, HeldData
 from services.identity.handlers import UnitOfWork
+from services.identity.responses import (
+    AccountRecords,
+    ActiveSession,
+    Profile,
+    ScheduledChange,
+    Sessions,
+)
 
 PROFILE_FIELDS = ("email", "name", "locale")
 
@@ -54,18 +62,38 @@ async def profile(work: UnitOfWork, tx: PostgresTransaction, user_id: UUID) -> d
     }
 
 
-async def export(work: UnitOfWork, tx: PostgresTransaction, user_id: UUID) -> dict[str, Any]:
-    """Everything identity holds on the person: their events in clear, and their profile."""
-    resolver = _OneKey(user_id, await work.data_keys.get(tx.connection, user_id))
-    events = []
+async def held_data(work: UnitOfWork, tx: PostgresTransaction, user_id: UUID) -> HeldData:
+    """What identity itself holds on the person, for their data export."""
+    shown = Profile.model_validate(await profile(work, tx, user_id))
+    own_events: list[EventRef] = []
+    via_invitation: UUID | None = None
     for stream in (str(user_id), f"access-{user_id}"):
         for recorded in await tx.read_stream(stream):
-            event_class = work.registry.class_for(recorded.envelope.type)
-            data = await decrypt_data(
-                event_class, json.loads(recorded.envelope.data_json), resolver
-            )
-            events.append({
-                "type": recorded.envelope.type, "time": recorded.envelope.time.isoformat(),
-                "actor_id": recorded.envelope.actor_id, "data": data,
-            })
-    return {"profile": await profile(work, tx, user_id), "events": events}
+            envelope = recorded.envelope
+            own_events.append(EventRef(envelope.subject, envelope.type, envelope.time))
+            if work.registry.class_for(envelope.type) is UserRegistered:
+                invitation = json.loads(envelope.data_json).get("via_invitation_id")
+                via_invitation = UUID(invitation) if invitation else None
+    conn = tx.connection
+    changed_at = await conn.fetchval(
+        "SELECT changed_at FROM credentials WHERE user_id = $1", user_id)
+    scheduled = await conn.fetch(
+        "SELECT kind, due_at FROM scheduled_work WHERE user_id = $1 ORDER BY due_at", user_id)
+    sessions = await conn.fetch(
+        "SELECT session_id, created_at, expires_at, revoked_at FROM sessions "
+        "WHERE user_id = $1 ORDER BY created_at", user_id)
+    now = work.clock()
+    return HeldData(
+        user_id=user_id, profile=shown, own_events=tuple(own_events),
+        account=AccountRecords(
+            password_changed_at=changed_at, via_invitation_id=via_invitation,
+            scheduled=[ScheduledChange(kind=r["kind"], due_at=r["due_at"]) for r in scheduled],
+        ),
+        sessions=Sessions(
+            total=len(sessions),
+            last_signed_in_at=sessions[-1]["created_at"] if sessions else None,
+            active=[ActiveSession(session_id=r["session_id"], created_at=r["created_at"],
+                                  expires_at=r["expires_at"])
+                    for r in sessions if r["revoked_at"] is None and r["expires_at"] > now],
+        ),
+    )

@@ -48,6 +48,11 @@ class IdentitySettings(ServiceSettings):
     deletion_notice_ttl: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
     scheduler_interval: float = Field(default=1.0, gt=0)
 
+    # The audit log, where the data export reads the person's events from every service,
+    # and how long an export waits for it to hold identity's latest events on the person.
+    audit_url: str = "http://127.0.0.1:8004"
+    export_audit_wait: float = Field(default=5.0, ge=0, le=60)
+
     @field_validator("service_clients", mode="before")
     @classmethod
     def _clients(cls, value: object) -> object:
