@@ -252,3 +252,11 @@ def test_a_row_whose_value_holds_the_separator_is_left_to_the_caller() -> None:
     check.feed(*odd)
     assert check.feed_packed(rows[3:]) == 1
     assert (check.ok, check.checked, check.head_sequence) == (True, 4, 4)
+
+
+def test_given_an_entry_without_canonical_form_then_feed_reports_it() -> None:
+    rows = stored(3)
+    rows[1] = (replace(rows[1][0], offset=2**53), rows[1][1], rows[1][2])
+    check = check_of(rows)
+    assert (check.first_bad, check.reason, check.checked) == (
+        2, "the entry has no canonical form", 3)
