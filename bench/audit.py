@@ -6,7 +6,8 @@
   fetching the same events;
 - verify: the whole chain recomputed from PostgreSQL, entries/s, in one process
   and as the service does it (split over one process per CPU from
-  PARALLEL_MIN entries: run with --events 10000 or more to see the split);
+  PARALLEL_MIN entries: run with --events 10000 or more to see the split),
+  the best of three runs each;
 - export: a full NDJSON export streamed through the server-side cursor, MB/s.
 """
 
@@ -38,6 +39,8 @@ from services.audit.domain import ChainedEntry
 from services.audit.export import ExportRequest, ExportResult, plan, stream
 from services.audit.settings import AuditSettings
 from services.audit.verification import PARALLEL_MIN, verify
+
+VERIFY_RUNS = 3
 
 
 async def publish(bootstrap: str, topic: str, events: int) -> None:
@@ -103,12 +106,15 @@ async def run(admin: Any, bootstrap: str, *, events: int) -> dict[str, Any]:
         signer = CheckpointSigner.from_file(Path(keys) / "key.pem")
         try:
             # One process, then as the service runs it: a process per CPU from PARALLEL_MIN up.
+            # The best of VERIFY_RUNS each: the machine is shared, a slow run says little.
             verify_seconds: dict[str, float] = {}
-            for name, processes in (("one_process", 1), ("per_cpu", os.cpu_count() or 1)):
-                started = time.perf_counter()
-                report = await verify(pool, signer.public_key, dsn=dsn, processes=processes)
-                verify_seconds[name] = time.perf_counter() - started
-                assert report.ok and report.checked == events, report
+            for _ in range(VERIFY_RUNS):
+                for name, processes in (("one_process", 1), ("per_cpu", os.cpu_count() or 1)):
+                    started = time.perf_counter()
+                    report = await verify(pool, signer.public_key, dsn=dsn, processes=processes)
+                    seconds = time.perf_counter() - started
+                    verify_seconds[name] = min(seconds, verify_seconds.get(name, seconds))
+                    assert report.ok and report.checked == events, report
             request = ExportRequest()
             first, last, checkpoint = await plan(pool, signer, request)
             size = 0
