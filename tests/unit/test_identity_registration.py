@@ -98,3 +98,24 @@ def test_when_registered_without_invitation_then_only_the_default_role() -> None
         invitation_roles=(), default_role=MEMBER, confirmed=False,
     )
     assert [type(e) for e in events] == [UserRegistered, RoleGranted]
+
+
+def test_when_pending_then_the_event_carries_the_sealed_confirmation_token() -> None:
+    events = register(
+        user_id=USER, email="cipher", name=None, locale="en", via_invitation_id=None,
+        invitation_roles=(), default_role=MEMBER, confirmed=False,
+        confirmation_token="pd1:delivery-key:sealed",
+    )
+    registered = events[0]
+    assert isinstance(registered, UserRegistered)
+    assert registered.confirmation_token == "pd1:delivery-key:sealed"
+
+
+def test_when_an_invitation_confirmed_the_address_then_no_token_travels() -> None:
+    events = register(
+        user_id=USER, email="cipher", name=None, locale="en", via_invitation_id=INVITATION,
+        invitation_roles=ROLES, default_role=MEMBER, confirmed=True,
+        confirmation_token="pd1:delivery-key:sealed",
+    )
+    registered = events[0]
+    assert isinstance(registered, UserRegistered) and registered.confirmation_token is None
