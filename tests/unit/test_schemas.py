@@ -99,12 +99,18 @@ SAMPLES: list[EventData] = [
     invitations.InvitationUrlViewed(
         invitation_id=INVITATION, viewed_by=ADMIN, endpoint="GET /v1/invitations/{id}/url"
     ),
+    invitations.InvitationAcceptanceRefused(
+        invitation_id=INVITATION, user_id=USER, reason="revoked", registered_at=NOW
+    ),
     notifications.NotificationSent(**DELIVERY),
     notifications.NotificationFailed(
         **{**DELIVERY, "attempt": 3}, error="451 try again later", permanent=False
     ),
     access.IdentityPersonalDataViewed(**VIEWED),
     access.ProjectionsPersonalDataViewed(**{**VIEWED, "endpoint": "GET /v1/dashboards/users"}),
+    access.InvitationsPersonalDataViewed(
+        **{**VIEWED, "subject_id": INVITATION, "endpoint": "GET /v1/invitations/{invitation_id}"}
+    ),
     access.AuditLogQueried(
         actor_id=ADMIN, endpoint="GET /v1/audit/entries", filters={"subject": str(USER)},
         result_count=12,
@@ -137,7 +143,7 @@ def test_the_catalog_covers_every_event_design_names() -> None:
         "invitations": "InvitationCreated InvitationResent InvitationReminderDue "
         "InvitationRevoked InvitationAccepted InvitationExpired "
         # Added by the invitations service (docs/DESIGN.md, "Invitations").
-        "InvitationSendDue InvitationUrlViewed",
+        "InvitationSendDue InvitationUrlViewed InvitationAcceptanceRefused PersonalDataViewed",
         "notifications": "NotificationSent NotificationFailed",
         "audit": "AuditLogQueried AuditLogExported AuditReplayStarted",
         "projections": "PersonalDataViewed",
@@ -153,6 +159,7 @@ def test_each_service_writes_only_the_topics_design_gives_it() -> None:
     assert {(cls.event_type.service, cls.topic) for cls in EVENT_CLASSES} == {
         ("identity", "identity.user"), ("identity", "identity.platform"),
         ("identity", "identity.access"), ("invitations", "invitations.invitation"),
+        ("invitations", "invitations.access"),
         ("notifications", "notifications.delivery"), ("audit", "audit.access"),
         ("projections", "projections.access"),
     }

@@ -18,6 +18,7 @@ def test_every_domain_topic_from_the_design_has_three_partitions() -> None:
         "identity.platform": 3,
         "identity.access": 3,
         "invitations.invitation": 3,
+        "invitations.access": 3,
         "notifications.delivery": 3,
         "audit.access": 3,
         "projections.access": 3,
