@@ -22,12 +22,14 @@ from eventkit.store import ConcurrencyError, utc_now
 from schemas.catalog import build_registry
 from schemas.invitations import INVITATION_TOPIC
 from services.identity.account_handlers import AccountHandlers
-from services.identity.api import IdentityHandlers, build_jwks_router, build_router
+from services.identity.api import build_jwks_router, build_router
 from services.identity.audit_timeline import AuditTimeline
 from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
+from services.identity.dependencies import IdentityHandlers
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError, LockoutPolicy
 from services.identity.handlers import UnitOfWork
+from services.identity.personal_data_api import build_personal_data_router
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.problems import problem_for
 from services.identity.service_clients import ServiceClients
@@ -92,7 +94,7 @@ def build_app(settings: IdentitySettings) -> FastAPI:
                 await audit_client.aclose()
 
     app = create_service_app(
-        settings, routers=[build_router(), build_jwks_router()],
+        settings, routers=[build_router(), build_personal_data_router(), build_jwks_router()],
         readiness_checks=runtime.readiness_checks(), lifespan=lifespan,
         revoked_sessions=revoked, registry=runtime.registry,
     )
