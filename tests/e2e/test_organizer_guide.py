@@ -1,0 +1,383 @@
+"""The organizer guide, end to end: the whole stack as processes, driven over HTTP and the CLI.
+
+Each test is one thing an organizer or a member does and what they would
+notice: answers, e-mails in the SMTP sink, the dashboards (projections), the
+audit log. Reads wait for writes with `min_position`; what has no position
+(a consumer's reaction, a mail) is polled with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from e2e_stack import Stack, eventually, text_of
+from walkthrough import (
+    CAMILLE,
+    CAMILLE_GREETING,
+    COLLEAGUES,
+    MANAGER_EMAIL,
+    MANAGER_PASSWORD,
+    PASSWORD,
+    PLATFORM,
+    Organizer,
+    Person,
+    Walkthrough,
+    assert_problem,
+    register,
+    sign_in,
+    token_for,
+)
+
+pytestmark = pytest.mark.integration
+
+Camille = tuple[dict[str, Any], Person]
+SUSPENDED_UNTIL = "2027-01-15T09:00:00Z"  # 10:00 in Paris
+
+
+async def test_the_first_platform_manager_signs_in_and_sets_up_the_platform(
+    stack: Stack, organizer: Organizer, platform: dict[str, Any]
+) -> None:
+    second_manager = asyncio.ensure_future(stack.cli(
+        "identity", "admin", "create", "--email", "second@example.org",
+        "--password", "another long passphrase"))
+    async with stack.client("identity", organizer.token) as identity:
+        shown = await identity.get("/v1/platform/settings")
+        bad = await identity.put("/v1/platform/settings",
+                                 json={**PLATFORM, "time_zone": "Europe/Atlantis"})
+        after = await identity.get("/v1/platform/settings")
+    second = await second_manager
+
+    assert "platform manager created" in organizer.created
+    assert {name: platform[name] for name in PLATFORM} == PLATFORM
+    assert platform["changed_by"] == organizer.user_id
+    assert shown.status_code == 200
+    assert {name: shown.json()[name] for name in PLATFORM} == PLATFORM
+    assert "time_zone" in json.dumps(assert_problem(bad, 422, "validation-error"))
+    assert after.json() == shown.json()
+    # The first manager is made once; the second attempt says why and creates nobody.
+    assert second.returncode == 1, second.stdout
+    assert "platform manager" in second.stdout
+    assert (await sign_in(stack, "second@example.org", "another long passphrase")).status_code \
+        == 401
+
+
+async def test_the_invitation_mail_arrives_in_french_and_the_public_lookup_shows_it(
+    stack: Stack, camille_invitation: dict[str, Any]
+) -> None:
+    invited = camille_invitation
+    code = invited["code"]
+    async with stack.client("invitations") as public:
+        lookup = await public.get("/v1/invitations/lookup", params={"code": code})
+        unknown = await public.get("/v1/invitations/lookup", params={"code": "x" * 32})
+    mail = await stack.mail_to(CAMILLE, matching=lambda m: code in text_of(m))
+    text = text_of(mail)
+
+    assert mail["Content-Language"] == "fr"
+    assert mail["Subject"] == "Vous êtes invité à rejoindre Maison Commune"
+    assert "Vous avez été invité à rejoindre Maison Commune." in text
+    assert CAMILLE_GREETING in text
+    assert "Facilitateur" in text
+    assert invited["url"] in text and code in text
+    # The window in the platform's zone: 23:30 UTC on 31 December is 00:30 in Paris.
+    assert "au 1 janvier 2027, 00:30 (Europe/Paris)" in text
+    assert lookup.status_code == 200, lookup.text
+    shown = lookup.json()
+    assert shown["status"] == "pending"
+    assert shown["greeting"] == CAMILLE_GREETING and shown["locale"] == "fr"
+    assert [role["role"] for role in shown["roles"]] == ["community_facilitator"]
+    assert shown["valid_until"] == "2026-12-31T23:30:00Z"
+    assert_problem(unknown, 404, "not-found")
+
+
+async def test_the_accepted_invitation_shows_in_the_directory_the_board_and_the_analytics(
+    stack: Stack, organizer: Organizer, camille: Camille
+) -> None:
+    invited, person = camille
+    registered = person.registration
+    async with stack.client("invitations", organizer.token) as invitations:
+        async def accepted() -> dict[str, Any] | None:
+            found = (await invitations.get(f"/v1/invitations/{invited['id']}")).json()
+            return found if found["status"] == "accepted" else None
+
+        invitation = await eventually(accepted, what="the invitation accepted")
+    async with stack.client("projections", organizer.token) as projections:
+        listed = await projections.get(f"/v1/directory/users/{person.user_id}",
+                                       params={"min_position": registered["position"]})
+
+        async def on_the_board() -> dict[str, Any] | None:
+            board = (await projections.get("/v1/invitations", params={"q": CAMILLE})).json()
+            items = [i for i in board["items"] if i["invitation_id"] == invited["id"]]
+            return items[0] if items and items[0]["status"] == "accepted" else None
+
+        card = await eventually(on_the_board, what="the board showing the invitation accepted")
+        everyone = (await projections.get("/v1/invitations", params={"limit": 200})).json()
+        figures = (await projections.get("/v1/analytics/invitations")).json()
+        people = (await projections.get("/v1/directory/users", params={"limit": 200})).json()
+        registrations = (await projections.get("/v1/analytics/registrations",
+                                               params={"bucket": "day"})).json()
+
+    assert invitation["accepted_user_id"] == person.user_id
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["consistency"]["reached"] is True
+    user = listed.json()["user"]
+    assert (user["email"], user["name"], user["locale"]) == (CAMILLE, "Camille Martin", "fr")
+    assert user["status"] == registered["status"]
+    assert user["registration_route"] == "invitation"
+    assert user["via_invitation_id"] == invited["id"]
+    assert user["invited_by"] == organizer.user_id
+    assert card["invitee_email"] == CAMILLE and card["inviter_id"] == organizer.user_id
+    assert card["accepted_user_id"] == person.user_id and card["times_sent"] >= 1
+    # The analytics count what the board and the directory show.
+    board_accepted = sum(1 for i in everyone["items"] if i["status"] == "accepted")
+    assert figures["overall"]["accepted"] == board_accepted >= 1
+    mine = [row for row in figures["by_inviter"] if row["inviter_id"] == organizer.user_id]
+    assert mine and mine[0]["accepted"] >= 1
+    by_route = sum(b["by_route"]["invitation"] for b in registrations["buckets"])
+    assert by_route == sum(1 for p in people["items"] if p["registration_route"] == "invitation")
+    assert sum(b["total"] for b in registrations["buckets"]) == len(people["items"])
+
+
+async def test_an_open_registration_is_refused_while_the_platform_is_invitation_only(
+    stack: Stack, walk: Walkthrough, organizer: Organizer, platform: dict[str, Any]
+) -> None:
+    walk_in = "walk-in@example.org"
+    refused = await register(stack, walk, walk_in, None)
+    bad_code = await register(stack, walk, walk_in, "y" * 32)
+    signing_in = await sign_in(stack, walk_in, PASSWORD)
+    async with stack.client("projections", organizer.token) as projections:
+        found = await projections.get("/v1/directory/users",
+                                      params={"q": walk_in, "min_position": platform["position"]})
+
+    assert assert_problem(refused, 422, "/invitation-required")["field"] == "invitation_code"
+    assert bad_code.status_code in (404, 422) and bad_code.json()["field"] == "invitation_code"
+    assert_problem(signing_in, 401, "/invalid-credentials")
+    assert found.status_code == 200 and found.json()["items"] == []
+
+
+async def test_failed_sign_ins_up_to_the_lockout_appear_in_the_security_monitor(
+    stack: Stack, organizer: Organizer, colleagues: dict[str, Organizer]
+) -> None:
+    email, password = COLLEAGUES["dominique"]
+    dominique = colleagues["dominique"]
+    failures = [await sign_in(stack, email, "not the right passphrase") for _ in range(5)]
+    locked = await sign_in(stack, email, password)
+    async with stack.client("projections", organizer.token) as projections:
+        async def locked_out() -> list[dict[str, Any]] | None:
+            page = (await projections.get("/v1/security/events",
+                                          params={"user_id": dominique.user_id})).json()
+            kinds = [item["kind"] for item in page["items"]]
+            return page["items"] if "locked_out" in kinds and kinds.count("login_failed") >= 6 \
+                else None
+
+        events = await eventually(locked_out, what="the lockout in the security monitor")
+        summary = (await projections.get("/v1/security/summary")).json()
+
+    for failure in failures:
+        assert_problem(failure, 401, "/invalid-credentials")
+    assert assert_problem(locked, 403, "/account-unavailable")["reason"] == "account_locked"
+    kinds = [item["kind"] for item in events]
+    assert kinds.count("login_failed") == 6 and kinds.count("locked_out") == 1
+    lockout = next(item for item in events if item["kind"] == "locked_out")
+    assert lockout["detail"]["failed_attempts"] == 5
+    counted = {row["user_id"]: row["count"] for row in summary["failed_by_account"]}
+    assert counted[dominique.user_id] == 6
+    assert summary["lockouts"] >= 1
+
+
+async def test_a_platform_role_grant_shows_as_a_privilege_escalation(
+    stack: Stack, walk: Walkthrough, organizer: Organizer, camille: Camille
+) -> None:
+    _, person = camille
+    async with stack.client("identity", organizer.token) as identity:
+        mismatched = await identity.post(f"/v1/users/{person.user_id}/roles",
+                                         json={"role": "platform_manager", "scope": "community"})
+        granted = await identity.post(f"/v1/users/{person.user_id}/roles",
+                                      json={"role": "platform_analytics_viewer",
+                                            "scope": "platform"})
+    assert granted.status_code == 201, granted.text
+    walk.wrote(person.user_id, granted.json())
+    async with stack.client("projections", organizer.token) as projections:
+        summary = await projections.get("/v1/security/summary",
+                                        params={"min_position": granted.json()["position"]})
+        shown = await projections.get(f"/v1/directory/users/{person.user_id}",
+                                      params={"min_position": granted.json()["position"]})
+
+    assert "role" in json.dumps(assert_problem(mismatched, 422, "validation-error"))
+    assert summary.status_code == 200 and summary.json()["consistency"]["reached"] is True
+    escalations = [e for e in summary.json()["privilege_escalations"]
+                   if e["user_id"] == person.user_id]
+    assert [(e["detail"]["role"], e["actor_id"]) for e in escalations] == [
+        ("platform_analytics_viewer", organizer.user_id)]
+    # The refused grant changed nothing: one platform role, the one granted.
+    assert shown.json()["user"]["platform_roles"] == ["platform_analytics_viewer"]
+
+
+async def test_a_suspended_person_is_refused_everywhere_within_a_second_and_told_by_mail(
+    stack: Stack, walk: Walkthrough, organizer: Organizer, platform: dict[str, Any],
+    colleagues: dict[str, Organizer],
+) -> None:
+    email, password = COLLEAGUES["sacha"]
+    sacha = colleagues["sacha"]
+    person = Person(email=email, user_id=sacha.user_id, registration={}, password=password)
+    own_token = sacha.token
+    reason = "Repeated unwanted messages reported by three members"
+    async with stack.client("projections", own_token) as as_camille, \
+            stack.client("identity", organizer.token) as identity:
+        before = await _live_updates(as_camille)
+        suspended = await identity.post(f"/v1/users/{person.user_id}/suspend",
+                                        json={"reason": reason, "until": SUSPENDED_UNTIL})
+        answered = time.monotonic()
+        assert suspended.status_code == 200, suspended.text
+
+        async def refused() -> int | None:
+            status = await _live_updates(as_camille)
+            return status if status == 401 else None
+
+        await eventually(refused, within=1.0, every=0.05,
+                         what="projections refusing the suspended member's token")
+        refused_after = time.monotonic() - answered
+        signing_in = await sign_in(stack, person.email, person.password)
+        walk.wrote(person.user_id, suspended.json())
+        async with stack.client("projections", organizer.token) as projections:
+            while_suspended = (await projections.get(
+                f"/v1/directory/users/{person.user_id}",
+                params={"min_position": suspended.json()["position"]})).json()["user"]
+        notice = await stack.mail_to(person.email, matching=lambda m: "suspended" in m["Subject"])
+        reactivated = await identity.post(f"/v1/users/{person.user_id}/reactivate")
+        assert reactivated.status_code == 200, reactivated.text
+        walk.wrote(person.user_id, reactivated.json())
+    back = await stack.mail_to(person.email, matching=lambda m: "active again" in m["Subject"])
+    new_token = await token_for(stack, person.email, person.password)
+    async with stack.client("projections", new_token) as again:
+        after = await _live_updates(again)
+
+    assert before == 200
+    assert refused_after <= 1.0
+    assert suspended.json()["status"] == "suspended"
+    assert assert_problem(signing_in, 403, "/account-unavailable")["reason"] == "account_suspended"
+    assert while_suspended["status"] == "suspended"
+    assert while_suspended["suspension_reason"] == reason
+    # Sacha's account speaks English (`admin create`); times are the platform's.
+    assert notice["Subject"] == "Your Maison Commune account has been suspended"
+    assert f"Reason: {reason}" in text_of(notice)
+    assert re.search(r"January 15, 2027, 10:00\sAM \(Europe/Paris\)", text_of(notice))
+    assert back["Subject"] == "Your Maison Commune account is active again"
+    assert reactivated.json()["status"] == "active"
+    assert after == 200
+
+
+async def _live_updates(client: httpx.AsyncClient) -> int:
+    """Open the dashboard's live stream (any signed-in person may) and hang up at once."""
+    async with client.stream("GET", "/v1/stream") as answer:
+        return answer.status_code
+
+
+async def test_the_audit_log_holds_every_event_once_and_the_chain_verifies(
+    stack: Stack, walk: Walkthrough, organizer: Organizer, camille: Camille
+) -> None:
+    assert camille[1].user_id in walk.versions, "the fixtures wrote nothing"
+    async with stack.client("audit", organizer.token) as audit:
+        for stream, version in walk.versions.items():
+            async def caught_up(stream: str = stream, version: int = version) -> bool:
+                return max(_sequences(await _entries(audit, subject=stream)), default=0) \
+                    >= version
+
+            await eventually(caught_up, what=f"the audit log reaching {stream} v{version}")
+        by_stream = {stream: _sequences(await _entries(audit, subject=stream))
+                     for stream in walk.versions}
+        everything = await _entries(audit)
+        verified = await audit.get("/v1/audit/verify")
+
+    for stream, sequences in by_stream.items():
+        assert sequences == list(range(1, len(sequences) + 1)), f"{stream}: {sequences}"
+        assert len(sequences) >= walk.versions[stream]
+    ids = [entry["ce_id"] for entry in everything]
+    assert len(ids) == len(set(ids)), "an event is in the log twice"
+    assert [entry["sequence"] for entry in everything] == list(range(1, len(everything) + 1))
+    assert verified.status_code == 200 and verified.json()["ok"] is True, verified.text
+
+
+async def _entries(audit: httpx.AsyncClient, subject: str | None = None) -> list[dict[str, Any]]:
+    """Every log entry (about `subject`, if given), oldest first, page by page."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 200}
+        if subject is not None:
+            params["subject"] = subject
+        if cursor is not None:
+            params["cursor"] = cursor
+        answer = await audit.get("/v1/audit/events", params=params)
+        assert answer.status_code == 200, answer.text
+        found += answer.json()["items"]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def _sequences(entries: list[dict[str, Any]]) -> list[int]:
+    """The versions of a stream the log holds: its own service's events, not access records."""
+    owned = [e for e in entries
+             if e["topic"] in ("identity.user", "identity.platform", "invitations.invitation")]
+    return sorted(int(e["ce_sequence"]) for e in owned)
+
+
+async def test_a_person_downloads_their_own_data(
+    stack: Stack, colleagues: dict[str, Organizer]
+) -> None:
+    email, password = COLLEAGUES["sacha"]
+    token = await token_for(stack, email, password)
+    async with stack.client("identity", token) as identity:
+        exported = await identity.get("/v1/me/export")
+    async with stack.client("identity") as anonymous:
+        nobody = await anonymous.get("/v1/me/export")
+
+    assert exported.status_code == 200, exported.text
+    assert "attachment" in exported.headers["content-disposition"]
+    assert email in exported.text and colleagues["sacha"].user_id in exported.text
+    assert nobody.status_code == 401
+
+
+async def test_an_erasure_leaves_erased_in_the_directory_and_the_audit_log_which_verifies(
+    stack: Stack, walk: Walkthrough, organizer: Organizer, camille: Camille
+) -> None:
+    _, person = camille
+    async with stack.client("identity", organizer.token) as identity:
+        deleted = await identity.request(
+            "DELETE", f"/v1/users/{person.user_id}", json={"reason": "demande d'effacement RGPD"})
+    assert deleted.status_code == 200, deleted.text
+    walk.wrote(person.user_id, deleted.json())
+    async with stack.client("projections", organizer.token) as projections:
+        shown = await projections.get(f"/v1/directory/users/{person.user_id}",
+                                      params={"min_position": deleted.json()["position"]})
+    async with stack.client("audit", organizer.token) as audit:
+        async def erased_in_the_log() -> list[dict[str, Any]] | None:
+            answer = await audit.get(f"/v1/audit/subjects/{person.user_id}/timeline",
+                                     params={"limit": 200})
+            items: list[dict[str, Any]] = answer.json()["items"]
+            types = [item["type"] for item in items]
+            return items if "guestlist.identity.UserDeleted.v1" in types else None
+
+        timeline = await eventually(erased_in_the_log, what="the deletion in the audit log")
+    cli = await stack.cli("audit", "audit", "verify", "--key-file", str(stack.audit_key_file))
+    signing_in = await sign_in(stack, person.email, person.password)
+
+    assert deleted.json()["status"] == "deleted"
+    user = shown.json()["user"]
+    assert user["status"] == "deleted"
+    assert user["email"] == "[erased]" and user["name"] in ("[erased]", None)
+    registered = next(i for i in timeline if i["type"] == "guestlist.identity.UserRegistered.v1")
+    assert registered["data"]["email"] == "[erased]"
+    assert registered["data"]["name"] == "[erased]"
+    assert CAMILLE not in json.dumps(timeline) and "Camille Martin" not in json.dumps(timeline)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout)["ok"] is True
+    assert_problem(signing_in, 401, "/invalid-credentials")
+    # The organizer's own account is untouched.
+    assert (await sign_in(stack, MANAGER_EMAIL, MANAGER_PASSWORD)).status_code == 201
