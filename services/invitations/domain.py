@@ -17,10 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 from uuid import UUID
 
 from eventkit.registry import EventData
 from schemas.invitations import (
+    InvitationAcceptanceRefused,
     InvitationAccepted,
     InvitationCreated,
     InvitationExpired,
@@ -208,6 +210,7 @@ class Invitation:
     window_opened: bool
     last_sent_at: datetime | None
     reminders: int
+    accepted_user_id: UUID | None = None
 
     @classmethod
     def replay(cls, events: Iterable[tuple[EventData, datetime]]) -> Invitation:
@@ -260,6 +263,32 @@ class Invitation:
             invitation_id=self.invitation_id, user_id=user_id, accepted_at=registered_at
         )
 
+    def register(
+        self, *, user_id: UUID, registered_at: datetime
+    ) -> InvitationAccepted | InvitationAcceptanceRefused | None:
+        """What a registration naming this invitation leads to: accepted, refused, or nothing.
+
+        Identity admits registrations on its own copy of this history, which can
+        lag: a registration may arrive for an invitation already revoked, expired,
+        not yet open or accepted by someone else. That is refused with the
+        reason, so audit and security monitoring see it; the account stays. The
+        same person's registration again (the invitation is already theirs) is
+        nothing new and leads to nothing.
+        """
+        if self.status is InvitationStatus.ACCEPTED and self.accepted_user_id == user_id:
+            return None
+        try:
+            return self.accept(user_id=user_id, registered_at=registered_at)
+        except InvitationRuleBroken:
+            pass
+        reason = _REFUSALS.get(self.status) or (
+            "not_yet_valid" if registered_at < self.valid_from else "expired"
+        )
+        return InvitationAcceptanceRefused(
+            invitation_id=self.invitation_id, user_id=user_id, reason=reason,
+            registered_at=registered_at,
+        )
+
     def expire(self, *, now: datetime) -> InvitationExpired | None:
         if self.status is not InvitationStatus.PENDING or now < self.valid_until:
             return None
@@ -302,6 +331,13 @@ class Invitation:
                                    endpoint=endpoint)
 
 
+_REFUSALS: dict[InvitationStatus, Literal["revoked", "expired", "already_accepted"]] = {
+    InvitationStatus.REVOKED: "revoked",
+    InvitationStatus.EXPIRED: "expired",
+    InvitationStatus.ACCEPTED: "already_accepted",
+}
+
+
 def _apply(state: Invitation | None, event: EventData, at: datetime) -> Invitation:
     if isinstance(event, InvitationCreated):
         opened = event.valid_from <= at
@@ -328,10 +364,10 @@ def _apply(state: Invitation | None, event: EventData, at: datetime) -> Invitati
     if isinstance(event, InvitationRevoked):
         return replace(state, status=InvitationStatus.REVOKED)
     if isinstance(event, InvitationAccepted):
-        return replace(state, status=InvitationStatus.ACCEPTED)
+        return replace(state, status=InvitationStatus.ACCEPTED, accepted_user_id=event.user_id)
     if isinstance(event, InvitationExpired):
         return replace(state, status=InvitationStatus.EXPIRED)
-    return state  # views and anything newer this reader does not know leave the state as is
+    return state  # views, refusals and newer types this reader does not know change nothing
 
 
 def create_invitation(

@@ -10,6 +10,7 @@ import pytest
 
 from eventkit.registry import EventData
 from schemas.invitations import (
+    InvitationAcceptanceRefused,
     InvitationAccepted,
     InvitationCreated,
     InvitationExpired,
@@ -213,6 +214,61 @@ def test_given_a_future_valid_from_then_it_cannot_be_accepted_yet() -> None:
 def test_given_the_window_closed_but_not_yet_expired_then_it_is_not_accepted() -> None:
     with pytest.raises(NotPending, match="expired"):
         given(created(days=1)).accept(user_id=USER, registered_at=NOW + DAYS)
+
+
+OTHER_USER = UUID("66666666-6666-4666-8666-666666666666")
+
+
+def test_when_a_registration_names_a_pending_invitation_in_its_window_then_it_is_accepted() -> None:
+    event = given(created()).register(user_id=USER, registered_at=NOW + DAYS)
+
+    assert event == InvitationAccepted(
+        invitation_id=INVITATION, user_id=USER, accepted_at=NOW + DAYS
+    )
+
+
+@pytest.mark.parametrize(
+    ("history", "registered_at", "reason"),
+    [
+        ([(InvitationRevoked(invitation_id=INVITATION, revoked_by=INVITER), NOW)],
+         NOW + DAYS, "revoked"),
+        ([(InvitationExpired(invitation_id=INVITATION, valid_until=NOW), NOW)],
+         NOW + DAYS, "expired"),
+        ([(InvitationAccepted(invitation_id=INVITATION, user_id=OTHER_USER), NOW)],
+         NOW + DAYS, "already_accepted"),
+        # past valid_until, though no InvitationExpired was written yet
+        ([], NOW + 31 * DAYS, "expired"),
+        ([], NOW - DAYS, "not_yet_valid"),
+    ],
+)
+def test_given_an_invitation_no_longer_acceptable_when_a_registration_names_it_then_it_is_refused(
+    history: list[tuple[EventData, datetime]], registered_at: datetime, reason: str
+) -> None:
+    event = given(created(), *history).register(user_id=USER, registered_at=registered_at)
+
+    assert event == InvitationAcceptanceRefused(
+        invitation_id=INVITATION, user_id=USER, reason=reason, registered_at=registered_at
+    )
+
+
+def test_given_it_was_accepted_by_this_person_when_they_register_again_then_nothing_happens() -> (
+    None
+):
+    accepted = InvitationAccepted(invitation_id=INVITATION, user_id=USER, accepted_at=NOW)
+    invitation = given(created(), (accepted, NOW))
+
+    assert invitation.register(user_id=USER, registered_at=NOW + DAYS) is None
+
+
+def test_given_a_refusal_then_the_invitation_stays_as_it_was_but_its_version_moves() -> None:
+    refused = InvitationAcceptanceRefused(invitation_id=INVITATION, user_id=USER,
+                                          reason="not_yet_valid", registered_at=NOW)
+    invitation = given(created(valid_from=NOW + DAYS), (refused, NOW))
+
+    assert invitation.status == "pending" and invitation.version == 2
+    assert invitation.register(user_id=USER, registered_at=NOW + 2 * DAYS) == InvitationAccepted(
+        invitation_id=INVITATION, user_id=USER, accepted_at=NOW + 2 * DAYS
+    )
 
 
 # --- resend throttles ---------------------------------------------------------------------
