@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -114,7 +114,13 @@ def assemble(
     registry: EventRegistry, generated_at: datetime,
 ) -> DataExport:
     """One document: identity's records and every timeline's events once, in log order."""
-    by_sequence = {entry.sequence: entry for entries in timelines.values() for entry in entries}
+    by_sequence: dict[int, TimelineEntry] = {}
+    for entries in timelines.values():
+        for entry in entries:
+            seen = by_sequence.get(entry.sequence)
+            # Each timeline names its own subject: a field naming any of them is the person's.
+            by_sequence[entry.sequence] = entry if seen is None else replace(
+                seen, named_in=tuple(sorted({*seen.named_in, *entry.named_in})))
     own_subjects = set(held.timelines)
     events = [
         _exported(by_sequence[sequence], own_subjects, registry)

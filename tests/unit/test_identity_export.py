@@ -134,6 +134,28 @@ async def test_another_persons_data_in_an_event_on_their_stream_is_withheld() ->
     assert named_by_address.withheld == []
 
 
+async def test_a_field_named_in_any_of_the_persons_timelines_is_theirs() -> None:
+    person, invitation, other = uuid4(), uuid4(), str(uuid4())
+    p = str(person)
+    # a record on another stream: its address opens with her key, its subject_id is her
+    # invitation; each of her timelines shows it with the fields that name its own subject
+    data = {"subject_id": str(invitation), "invitee_email": "ada@example.org"}
+    named_by_key = entry(4, INVITATION_CREATED, other, "system", p, data,
+                         named_in=("invitee_email",))
+    named_by_invitation = TimelineEntry(
+        sequence=4, time=named_by_key.time, type=INVITATION_CREATED, subject=other,
+        actor="system", role="named", data=data, named_in=("subject_id",))
+
+    class TwoViews(Timelines):
+        async def timeline(self, subject: str) -> list[TimelineEntry]:
+            return {p: [named_by_key], str(invitation): [named_by_invitation]}.get(subject, [])
+
+    document = await collected(held(person, [], invitation), TwoViews([]))
+
+    (shown,) = document.events
+    assert shown.data["invitee_email"] == "ada@example.org" and shown.withheld == []
+
+
 async def test_an_audit_log_without_identitys_latest_event_gives_no_export() -> None:
     person = uuid4()
     p = str(person)
