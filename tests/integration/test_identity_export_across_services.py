@@ -94,6 +94,13 @@ async def test_the_export_holds_the_persons_events_of_every_service_and_ends_wit
         user_id = registered.json()["user_id"]
         await publish(kafka_bootstrap, invitation_id, InvitationAccepted(
             invitation_id=invitation_id, user_id=UUID(user_id)))
+        # ... and later the person invites someone else: the event names her as the inviter.
+        sent_id = uuid4()
+        await publish(kafka_bootstrap, sent_id, InvitationCreated(
+            invitation_id=sent_id, invitee_email="bo@example.org", inviter_id=UUID(user_id),
+            locale="en", valid_from=now, valid_until=now + timedelta(days=7),
+            code_hash=keyed_hash(DEV_INVITATION_CODE_KEY.encode(), f"BO-{sent_id}"),
+        ))
         signed = await sign_in(client, address)
         me = bearer(signed.json()["access_token"])
         assert (await client.get("/v1/me", headers={**me, "X-Purpose": "settings_page"})
@@ -103,12 +110,14 @@ async def test_the_export_holds_the_persons_events_of_every_service_and_ends_wit
                 ).status_code == 200
         audit_db = await asyncpg.connect(audit_database_url)
         try:
-            async def acceptance_logged() -> bool:
+            async def invitations_logged() -> bool:
                 return bool(await audit_db.fetchval(
                     "SELECT count(*) FROM audit_log WHERE ce_subject = $1 AND ce_type = $2",
-                    str(invitation_id), "guestlist.invitations.InvitationAccepted.v1"))
+                    str(invitation_id), "guestlist.invitations.InvitationAccepted.v1")
+                    and await audit_db.fetchval(
+                    "SELECT count(*) FROM audit_log WHERE ce_subject = $1", str(sent_id)))
 
-            await until(acceptance_logged, "audit did not log the acceptance")
+            await until(invitations_logged, "audit did not log the invitations")
         finally:
             await audit_db.close()
 
@@ -151,7 +160,13 @@ async def test_the_export_holds_the_persons_events_of_every_service_and_ends_wit
             "InvitationCreated", "InvitationAccepted"} <= set(by_type)
     assert by_type["UserRegistered"][0]["data"]["email"] == address  # opened by audit
     assert by_type["UserRegistered"][0]["data"]["via_invitation_id"] == str(invitation_id)
-    assert by_type["InvitationCreated"][0]["subject"] == str(invitation_id)
+    received, sent = by_type["InvitationCreated"]
+    assert received["subject"] == str(invitation_id)
+    assert received["data"]["invitee_email"] == address
+    # the invitation she sent is hers to see, the invitee's address is not
+    assert (sent["subject"], sent["role"]) == (str(sent_id), "named")
+    assert sent["data"]["inviter_id"] == user_id
+    assert (sent["data"]["invitee_email"], sent["withheld"]) == ("[withheld]", ["invitee_email"])
     assert by_type["InvitationAccepted"][0]["data"]["user_id"] == user_id
     purposes = {e["data"]["purpose"] for e in by_type["PersonalDataViewed"]}
     assert {"settings_page", "support_ticket"} <= purposes
