@@ -65,6 +65,11 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
         if "projections" in only:
             from bench import projections  # wired in one place, read models' own module
             results["projections"] = await projections.run(pg, kafka.bootstrap, events=events * 5)
+        if "faust" in only:
+            print("faust: windowed failed sign-ins, faust tables vs SQL read model…",
+                  file=sys.stderr)
+            from bench import faust_windows  # faust is a dev dependency
+            results["faust"] = await faust_windows.run(pg, kafka.bootstrap, events=events * 5)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
