@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -27,21 +27,37 @@ from eventkit.http.problems import (
 )
 from eventkit.personal_data import encode_key
 from eventkit.store import Transaction
-from services.invitations.bulk import BadUpload, rows_from_csv, submit_batch
+from services.invitations.access import PURPOSE_PATTERN, record_viewed
+from services.invitations.bulk import BadUpload, rows_from_csv, storable, submit_batch
 from services.invitations.commands import BulkInvitations, CreateInvitation, RevokeInvitation
+from services.invitations.consistency import (
+    BadPosition,
+    MinPosition,
+    MinPositionHeader,
+    answer,
+    wait_until_seen,
+    wanted_position,
+)
 from services.invitations.handlers import InvitationNotFound
-from services.invitations.problems import problem_for
+from services.invitations.problems import invalid_field, problem_for
 from services.invitations.queries import (
     BatchView,
     InvitationView,
     PublicInvitationView,
+    batch_position,
     batch_view,
     invitation_view,
     public_view,
+    shown_in_clear,
 )
 from services.invitations.runtime import InvitationsService
 from services.invitations.secrets import is_well_formed_code
 
+Purpose = Annotated[
+    str | None,
+    Header(alias="X-Purpose", pattern=PURPOSE_PATTERN,
+           description="Why the invitee's data is read, e.g. support_ticket; recorded."),
+]
 ManageInvitations = Annotated[Principal, Depends(require_permission("manage_invitations"))]
 KeyReader = Annotated[Principal, Depends(require_permission("read_personal_data_keys"))]
 Answer = tuple[int, dict[str, Any], dict[str, str]]
@@ -103,6 +119,23 @@ async def _read(service: InvitationsService, read: Callable[[Transaction], Await
         raise problem from error
 
 
+async def _settle(
+    service: InvitationsService, query: str | None, header: str | None
+) -> tuple[str | None, bool | None]:
+    """Wait (bounded) for the position asked for; returns it and whether it was reached."""
+    try:
+        wanted, event_id = wanted_position(query, header)
+    except BadPosition as error:
+        raise invalid_field(str(error), error.field, where=error.where) from error
+    if event_id is None:
+        return None, None
+    reached = await wait_until_seen(
+        service.store.pool, event_id, consumer=service.consumer_group,
+        within=service.settings.read_wait_seconds,
+    )
+    return wanted, reached
+
+
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["invitations"])
 
@@ -159,14 +192,25 @@ def build_router() -> APIRouter:
 
     @router.get("/invitations/bulk/{batch_id}")
     async def batch(
-        batch_id: UUID, service: Service, _: ManageInvitations,
+        batch_id: UUID, response: Response, service: Service, _: ManageInvitations,
         after_row: Annotated[int, Query(ge=0, description="Rows after this row number.")] = 0,
         limit: Annotated[int, Query(ge=0, le=1000)] = 1000,
+        min_position: MinPosition = None, x_min_position: MinPositionHeader = None,
     ) -> BatchView:
-        """Progress, and a page of per-row outcomes (``next_after_row`` continues)."""
-        view: BatchView = await _read(
-            service, lambda tx: batch_view(tx, batch_id, after_row=after_row, limit=limit)
-        )
+        """Progress, and a page of per-row outcomes (``next_after_row`` continues).
+
+        Rows show outcomes, invitation ids and reasons, never an address: the
+        input is cleared once a row has its outcome, and reasons never quote it.
+        """
+        wanted, reached = await _settle(service, min_position, x_min_position)
+
+        async def read(tx: Transaction) -> tuple[BatchView, str | None]:
+            view = await batch_view(tx, batch_id, after_row=after_row, limit=limit)
+            return view, await batch_position(tx, batch_id)
+
+        read_batch: tuple[BatchView, str | None] = await _read(service, read)
+        view, position = read_batch
+        view.consistency = answer(response, position=position, wanted=wanted, reached=reached)
         return view
 
     @router.get("/invitations/lookup")
@@ -174,37 +218,75 @@ def build_router() -> APIRouter:
         request: Request, service: Service,
         code: Annotated[str, Query(max_length=200, description="The invitation code.")],
     ) -> PublicInvitationView:
-        """Public: what the registration page shows. Unknown and malformed codes look alike."""
+        """Public: what the registration page shows. Unknown and malformed codes look alike.
+
+        Limited per client address across all replicas; a greeting shown is
+        recorded as PersonalDataViewed with no actor (whoever holds the code).
+        """
         client = request.client.host if request.client is not None else "unknown"
-        service.lookup_limit.check(client)
+        await service.lookup_limit.check(
+            service.store.pool, client_hash=service.handlers.secrets.client_hash(client),
+            now=service.clock(),
+        )
         unknown = Problem(type_=NOT_FOUND, detail="no invitation has this code")
         if not is_well_formed_code(code):
             raise unknown
         try:
             async with service.store.transaction() as tx:
-                return await public_view(service.handlers, tx, code,
-                                         platform_name=service.settings.platform_name)
+                view, invitation_id = await public_view(service.handlers, tx, code)
+                await record_viewed(
+                    tx, service.registry, topic=service.settings.access_topic, actor=None,
+                    invitation_id=invitation_id, fields=shown_in_clear(greeting=view.greeting),
+                    endpoint="GET /v1/invitations/lookup", purpose="invitation_registration",
+                )
+                return view
         except InvitationNotFound:
             raise unknown from None
 
     @router.get("/invitations/{invitation_id}")
-    async def get(invitation_id: UUID, service: Service, _: ManageInvitations) -> InvitationView:
-        view: InvitationView = await _read(
-            service, lambda tx: invitation_view(service.handlers, tx, invitation_id)
-        )
+    async def get(
+        invitation_id: UUID, response: Response, service: Service, principal: ManageInvitations,
+        purpose: Purpose = None, min_position: MinPosition = None,
+        x_min_position: MinPositionHeader = None,
+    ) -> InvitationView:
+        """One invitation; showing the invitee's address leaves PersonalDataViewed."""
+        viewer = _person(principal)
+        wanted, reached = await _settle(service, min_position, x_min_position)
+
+        async def read(tx: Transaction) -> tuple[InvitationView, str]:
+            view, position = await invitation_view(service.handlers, tx, invitation_id)
+            await record_viewed(
+                tx, service.registry, topic=service.settings.access_topic, actor=viewer,
+                invitation_id=invitation_id,
+                fields=shown_in_clear(invitee_email=view.invitee_email, greeting=view.greeting),
+                endpoint="GET /v1/invitations/{invitation_id}",
+                purpose=purpose or "invitation_management",
+            )
+            return view, position
+
+        read_one: tuple[InvitationView, str] = await _read(service, read)
+        view, position = read_one
+        view.consistency = answer(response, position=position, wanted=wanted, reached=reached)
         return view
 
     @router.get("/invitations/{invitation_id}/url")
     async def url(
         invitation_id: UUID, request: Request, service: Service, principal: ManageInvitations,
+        purpose: Purpose = None,
     ) -> dict[str, Any]:
-        """The URL and code again; every call is recorded as InvitationUrlViewed."""
+        """The URL and code again; every call is recorded as InvitationUrlViewed on the
+        invitation and as PersonalDataViewed (the code is the invitee's personal data)."""
         viewer = _person(principal)
+        endpoint = "GET /v1/invitations/{invitation_id}/url"
 
         async def work(tx: Transaction) -> Answer:
             outcome, code = await service.handlers.view_url(
-                tx, invitation_id, by=viewer,
-                endpoint="GET /v1/invitations/{invitation_id}/url",
+                tx, invitation_id, by=viewer, endpoint=endpoint,
+            )
+            await record_viewed(
+                tx, service.registry, topic=service.settings.access_topic, actor=viewer,
+                invitation_id=invitation_id, fields=["invitation_code"], endpoint=endpoint,
+                purpose=purpose or "invitation_link",
             )
             return 200, {"id": str(invitation_id), "url": service.handlers.url_for(code),
                          "code": code, "version": outcome.version,
@@ -279,7 +361,7 @@ async def _upload_rows(request: Request, *, max_rows: int) -> list[dict[str, obj
     body = await request.body()
     if media_type == "text/csv":
         try:
-            return rows_from_csv(body.decode("utf-8-sig"), max_rows=max_rows)
+            return storable(rows_from_csv(body.decode("utf-8-sig"), max_rows=max_rows))
         except UnicodeDecodeError:
             raise Problem(type_=VALIDATION_ERROR, detail="the CSV must be UTF-8") from None
         except BadUpload as error:
@@ -301,4 +383,7 @@ async def _upload_rows(request: Request, *, max_rows: int) -> list[dict[str, obj
         ) from None
     if len(upload.rows) > max_rows:
         raise Problem(type_=PAYLOAD_TOO_LARGE, detail=f"at most {max_rows} rows per upload")
-    return upload.rows
+    try:
+        return storable(upload.rows)
+    except BadUpload as error:
+        raise Problem(type_=VALIDATION_ERROR, detail=str(error)) from None

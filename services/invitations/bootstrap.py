@@ -13,6 +13,7 @@ from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, Transaction, utc_now
 from schemas.catalog import build_registry
 from services.invitations.api import build_router
+from services.invitations.consistency import EXPOSED_HEADERS
 from services.invitations.consumers import InvitationReactions
 from services.invitations.runtime import InvitationsService
 from services.invitations.settings import InvitationsSettings
@@ -39,11 +40,12 @@ def build_service(
         subscriptions=[
             Subscription(
                 group=CONSUMER_GROUP, handler=react,
-                topics=[settings.user_topic, settings.delivery_topic],
+                topics=[settings.user_topic, settings.delivery_topic, settings.platform_topic],
             )
         ],
     )
-    service = InvitationsService(settings, runtime, registry=registry, clock=clock)
+    service = InvitationsService(settings, runtime, registry=registry, clock=clock,
+                                 consumer_group=CONSUMER_GROUP)
     holder.append(service)
     return service, runtime
 
@@ -58,6 +60,7 @@ def build_app(settings: InvitationsSettings, *, clock: Clock = utc_now) -> FastA
         readiness_checks=runtime.readiness_checks(),
         lifespan=service.lifespan,
         registry=runtime.registry,
+        expose_headers=EXPOSED_HEADERS,
     )
     app.state.invitations = service
     return app

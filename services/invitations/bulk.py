@@ -5,8 +5,14 @@ Idempotency-Key answer), so the same key never creates a second batch. A
 worker claims pending rows with ``FOR UPDATE SKIP LOCKED`` (safe with several
 replicas) and runs each through the same handler as a single invitation,
 inside a savepoint: a bad or duplicate row is recorded with its reason and
-never blocks the good ones. Each row's input (an e-mail address) is cleared
-once it has an outcome.
+never blocks the good ones. So does a row that fails in a way nobody
+foresaw (a poison row): it is recorded as ``invalid`` with the error's type
+and the rest goes on. A chunk of rows commits in one transaction with their
+outcomes and events, so a crash mid-chunk keeps none of it and the next pass
+(in any replica) redoes exactly those rows: no row is created twice. Failures
+of the moment (a lost connection, a deadlock) roll the chunk back the same
+way instead of marking a row. Each row's input (an e-mail address) is
+cleared once it has an outcome.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID, uuid4
 
+import asyncpg
 import structlog
 from pydantic import ValidationError
 
 from eventkit.http.problems import field_name
 from eventkit.postgres_store import PostgresEventStore
-from eventkit.store import Clock, Transaction
+from eventkit.store import Clock, ConcurrencyError, Transaction
 from services.invitations.commands import BulkRow
 from services.invitations.domain import DuplicatePendingInvitation, InvitationRuleBroken
 from services.invitations.handlers import InvitationHandlers, _connection
@@ -65,6 +72,24 @@ def rows_from_csv(text: str, *, max_rows: int) -> list[dict[str, object]]:
     return rows
 
 
+def storable(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The rows, if PostgreSQL can keep them: it stores no NUL character (U+0000) in text."""
+    for number, row in enumerate(rows, start=1):
+        if _holds_nul(row):
+            raise BadUpload(f"rows: row {number} contains a NUL character")
+    return rows
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 async def submit_batch(
     tx: Transaction,
     rows: Sequence[Mapping[str, object]],
@@ -93,6 +118,16 @@ def _reason(error: ValidationError) -> str:
         f"{field_name(item['loc']) or 'row'}: {item['msg']}"
         for item in error.errors(include_url=False, include_input=False)
     )
+
+
+# Failures of the moment, not of the row: the whole chunk rolls back and is tried again.
+_PASSING: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    ConcurrencyError,
+)
 
 
 class BulkWorker:
@@ -157,6 +192,15 @@ class BulkWorker:
         except InvitationRuleBroken as refused:
             field = f"{refused.field}: " if refused.field else ""
             return "invalid", None, f"{field}{refused}"
+        except _PASSING:
+            raise  # nothing of the chunk is kept; the next pass redoes it
+        except Exception as error:
+            # A poison row is recorded and the batch goes on; its savepoint undid its work.
+            # The reason names the error's type only: a message may quote the address.
+            kind = type(error).__name__
+            log.error("bulk row failed unexpectedly", batch_id=str(row["batch_id"]),
+                      row=row["row_number"], error_type=kind)
+            return "invalid", None, f"this row could not be created ({kind}); nothing was kept"
         return "created", created.invitation_id, None
 
     async def run(self, stopping: asyncio.Event, *, idle: float) -> None:

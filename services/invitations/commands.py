@@ -38,7 +38,9 @@ class CreateInvitation(BaseModel):
     community_id: UUID | None = Field(
         default=None, description="The community the role is for; the default community if null."
     )
-    locale: Locale = "en"
+    locale: Locale | None = Field(
+        default=None, description="Language of the e-mail; default: the platform's."
+    )
     valid_from: AwareDatetime | None = Field(default=None, description="Default: now.")
     valid_until: AwareDatetime | None = Field(
         default=None, description="Default: valid_from plus the configured validity (30 days)."
@@ -62,7 +64,7 @@ class BulkRow(BaseModel):
     invitee_email: InviteeEmail
     platform_role: PlatformRole | None = None
     community_role: CommunityRole = DEFAULT_COMMUNITY_ROLE
-    locale: Locale = "en"
+    locale: Locale | None = None
     greeting: GreetingText | None = None
     valid_until: AwareDatetime | None = None
 

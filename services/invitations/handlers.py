@@ -21,7 +21,7 @@ from eventkit.personal_data import decrypt_value, encrypt_event, is_encrypted
 from eventkit.position import position_of
 from eventkit.registry import EventData, EventRegistry
 from eventkit.store import Clock, NewEvent, RecordedEvent, Transaction
-from schemas.invitations import InvitationCreated
+from schemas.invitations import InvitationAccepted, InvitationCreated
 from schemas.permissions import ROLE_PERMISSIONS
 from schemas.roles import DEFAULT_COMMUNITY_ROLE, RoleAssignment
 from services.invitations.commands import CreateInvitation
@@ -33,6 +33,7 @@ from services.invitations.domain import (
     ValidityPolicy,
     create_invitation,
 )
+from services.invitations.platform import Platform, current_platform
 from services.invitations.secrets import InvitationKeys, ServiceSecrets, new_code
 from services.invitations.settings import InvitationsSettings
 
@@ -87,6 +88,8 @@ class Created(Outcome):
 class Loaded:
     invitation: Invitation
     created: InvitationCreated
+    # The token of the stream's last event: what a read of this history has seen.
+    position: str
 
 
 class InvitationHandlers:
@@ -105,6 +108,8 @@ class InvitationHandlers:
         self.clock = clock
         self._url_base = settings.invitation_url_base
         self._default_community = settings.default_community_id
+        self.platform_fallback = Platform(name=settings.platform_name,
+                                          default_locale=settings.platform_default_locale)
 
     # --- reading one invitation's history ---------------------------------------------------
 
@@ -116,7 +121,7 @@ class InvitationHandlers:
         created = history[0][0]
         if not isinstance(created, InvitationCreated):
             raise InvitationNotFound(str(invitation_id))
-        return Loaded(Invitation.replay(history), created)
+        return Loaded(Invitation.replay(history), created, position_of(recorded[-1]))
 
     async def open_field(
         self, tx: Transaction, invitation_id: UUID, value: str | None
@@ -152,13 +157,16 @@ class InvitationHandlers:
             email_hash,
         )
         code = new_code()
+        locale = command.locale or (
+            await current_platform(conn, fallback=self.platform_fallback)
+        ).default_locale
         event = create_invitation(
             invitation_id=invitation_id,
             invitee_email=command.invitee_email,
             inviter_id=inviter_id,
             inviter_permissions=permissions,
             roles=self._roles(command),
-            locale=command.locale,
+            locale=locale,
             greeting=command.greeting,
             valid_from=command.valid_from,
             valid_until=command.valid_until,
@@ -278,22 +286,32 @@ class InvitationHandlers:
         await self._touch(tx, invitation_id, recorded)
         return _outcome(invitation_id, recorded), code
 
-    async def accept(
+    async def register(
         self, tx: Transaction, invitation_id: UUID, *, user_id: UUID, registered_at: datetime
-    ) -> Outcome:
-        """Raises InvitationRuleBroken when the invitation was no longer acceptable."""
+    ) -> EventData | None:
+        """A registration naming the invitation: InvitationAccepted, or InvitationAcceptanceRefused
+        when it was no longer acceptable, or nothing when it is already this person's.
+
+        Runs in the consumer's transaction, which also records the registration
+        as processed: a redelivered registration writes neither event again.
+        """
         loaded = await self.load(tx, invitation_id)
-        event = loaded.invitation.accept(user_id=user_id, registered_at=registered_at)
+        event = loaded.invitation.register(user_id=user_id, registered_at=registered_at)
+        if event is None:
+            return None
         recorded = await self._append(
             tx, invitation_id, loaded.invitation.version, [event], actor="system"
         )
-        await _connection(tx).execute(
-            "UPDATE invitations SET accepted_at = $2, accepted_user_id = $3 "
-            "WHERE invitation_id = $1",
-            invitation_id, registered_at, user_id,
-        )
-        await self._touch(tx, invitation_id, recorded, status="accepted")
-        return _outcome(invitation_id, recorded)
+        if isinstance(event, InvitationAccepted):
+            await _connection(tx).execute(
+                "UPDATE invitations SET accepted_at = $2, accepted_user_id = $3 "
+                "WHERE invitation_id = $1",
+                invitation_id, registered_at, user_id,
+            )
+            await self._touch(tx, invitation_id, recorded, status="accepted")
+        else:
+            await self._touch(tx, invitation_id, recorded)
+        return event
 
     # --- time -------------------------------------------------------------------------------
 

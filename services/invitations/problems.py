@@ -49,13 +49,13 @@ def problem_for(error: Exception) -> Problem | None:
     if isinstance(error, RoleNotGrantable):
         return Problem(type_=ROLE_NOT_GRANTABLE, detail=str(error), field=error.field)
     if isinstance(error, InvalidValidity):
-        return _invalid(str(error), error.field or "valid_until")
+        return invalid_field(str(error), error.field or "valid_until")
     if isinstance(error, NotPending):
         return Problem(type_=INVITATION_NOT_PENDING, detail=str(error), status_now=error.status)
     if isinstance(error, NotYetValid):
         return Problem(type_=CONFLICT, detail=str(error))
     if isinstance(error, InvitationRuleBroken):
-        return _invalid(str(error), error.field or "body")
+        return invalid_field(str(error), error.field or "body")
     if isinstance(error, InvitationNotFound):
         return Problem(type_=NOT_FOUND, detail="no such invitation")
     if isinstance(error, PersonalDataErased):
@@ -67,8 +67,8 @@ def problem_for(error: Exception) -> Problem | None:
     return None
 
 
-def _invalid(message: str, field: str) -> Problem:
+def invalid_field(message: str, field: str, *, where: str = "body") -> Problem:
     return Problem(
         type_=VALIDATION_ERROR, detail=f"Invalid fields: {field}",
-        errors=[{"field": field, "in": "body", "message": message, "code": "invalid"}],
+        errors=[{"field": field, "in": where, "message": message, "code": "invalid"}],
     )

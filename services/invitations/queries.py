@@ -10,14 +10,17 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from eventkit.personal_data import ERASED
+from eventkit.position import position_of_id
 from eventkit.store import Transaction
 from schemas.roles import RoleAssignment
+from services.invitations.consistency import Consistency
 from services.invitations.handlers import (
     InvitationHandlers,
     InvitationNotFound,
     PersonalDataErased,
     _connection,
 )
+from services.invitations.platform import current_platform
 
 
 class InvitationView(BaseModel):
@@ -37,6 +40,7 @@ class InvitationView(BaseModel):
     accepted_user_id: UUID | None
     batch_id: UUID | None
     version: int
+    consistency: Consistency | None = None
 
 
 class PublicInvitationView(BaseModel):
@@ -70,6 +74,7 @@ class BatchView(BaseModel):
     invalid: int
     rows: list[BatchRowView]
     next_after_row: int | None = None
+    consistency: Consistency | None = None
 
 
 async def _opened(
@@ -81,15 +86,22 @@ async def _opened(
         return ERASED
 
 
+def shown_in_clear(**fields: str | None) -> list[str]:
+    """The personal fields an answer shows: those present and not erased."""
+    return [name for name, value in fields.items() if value is not None and value != ERASED]
+
+
 async def invitation_view(
     handlers: InvitationHandlers, tx: Transaction, invitation_id: UUID
-) -> InvitationView:
+) -> tuple[InvitationView, str]:
+    """The view, and the position of the invitation's last event it shows."""
     row = await _connection(tx).fetchrow(
         "SELECT * FROM invitations WHERE invitation_id = $1", invitation_id
     )
     if row is None:
         raise InvitationNotFound(str(invitation_id))
-    created = (await handlers.load(tx, invitation_id)).created
+    loaded = await handlers.load(tx, invitation_id)
+    created = loaded.created
     return InvitationView(
         id=invitation_id, status=row["status"],
         invitee_email=await _opened(handlers, tx, invitation_id, created.invitee_email) or ERASED,
@@ -100,13 +112,15 @@ async def invitation_view(
         sent_count=row["sent_count"], accepted_at=row["accepted_at"],
         accepted_user_id=row["accepted_user_id"], batch_id=row["batch_id"],
         version=row["version"],
-    )
+    ), loaded.position
 
 
 async def public_view(
-    handlers: InvitationHandlers, tx: Transaction, code: str, *, platform_name: str
-) -> PublicInvitationView:
-    row = await _connection(tx).fetchrow(
+    handlers: InvitationHandlers, tx: Transaction, code: str
+) -> tuple[PublicInvitationView, UUID]:
+    """What the code's holder may see, and the invitation it belongs to."""
+    conn = _connection(tx)
+    row = await conn.fetchrow(
         "SELECT invitation_id, status, roles, locale, valid_from, valid_until "
         "FROM invitations WHERE code_hash = $1",
         handlers.secrets.code_hash(code),
@@ -114,12 +128,13 @@ async def public_view(
     if row is None:
         raise InvitationNotFound("no invitation has this code")
     created = (await handlers.load(tx, row["invitation_id"])).created
+    platform = await current_platform(conn, fallback=handlers.platform_fallback)
     return PublicInvitationView(
-        platform_name=platform_name, roles=_roles(row["roles"]),
+        platform_name=platform.name, roles=_roles(row["roles"]),
         greeting=await _opened(handlers, tx, row["invitation_id"], created.greeting),
         locale=row["locale"], valid_from=row["valid_from"], valid_until=row["valid_until"],
         status=row["status"],
-    )
+    ), row["invitation_id"]
 
 
 async def batch_view(
@@ -159,6 +174,17 @@ async def batch_view(
         ],
         next_after_row=next_after,
     )
+
+
+async def batch_position(tx: Transaction, batch_id: UUID) -> str | None:
+    """The InvitationCreated of the batch's last created row: how far the batch had got."""
+    event_id = await _connection(tx).fetchval(
+        "SELECT e.event_id FROM invitation_batch_rows r JOIN events e "
+        "ON e.stream_id = r.invitation_id::text AND e.version = 1 "
+        "WHERE r.batch_id = $1 AND r.outcome = 'created' ORDER BY r.row_number DESC LIMIT 1",
+        batch_id,
+    )
+    return position_of_id(event_id) if event_id is not None else None
 
 
 def _roles(value: Any) -> list[RoleAssignment]:

@@ -8,51 +8,19 @@ as the app does.
 from __future__ import annotations
 
 import asyncio
-import math
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from eventkit.http.problems import TOO_MANY_REQUESTS, Problem
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventRegistry
 from eventkit.runtime import ServiceRuntime
 from eventkit.store import Clock
 from services.invitations.bulk import BulkWorker
 from services.invitations.handlers import InvitationHandlers
+from services.invitations.lookup_limit import LookupLimit
 from services.invitations.scheduler import InvitationScheduler
 from services.invitations.secrets import ServiceSecrets
 from services.invitations.settings import InvitationsSettings
-
-
-class LookupLimit:
-    """Public code lookups per client address in a sliding window (per replica, in memory).
-
-    Enough to make guessing codes pointless next to their 192 bits; a shared
-    limit across replicas would need shared state, which this does not pay for.
-    """
-
-    def __init__(
-        self, *, limit: int, window: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._limit = limit
-        self._window = window
-        self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
-
-    def check(self, client: str) -> None:
-        now = self._clock()
-        if len(self._seen) > 100_000:  # bounded memory under a flood of addresses
-            self._seen.clear()
-        recent = self._seen.setdefault(client, deque())
-        while recent and recent[0] <= now - self._window:
-            recent.popleft()
-        if len(recent) >= self._limit:
-            wait = max(1, math.ceil(recent[0] + self._window - now))
-            raise Problem(type_=TOO_MANY_REQUESTS, detail="too many lookups; slow down",
-                          headers={"Retry-After": str(wait)}, retry_after=wait)
-        recent.append(now)
 
 
 class InvitationsService:
@@ -63,8 +31,12 @@ class InvitationsService:
         *,
         registry: EventRegistry,
         clock: Clock,
+        consumer_group: str,
     ) -> None:
         self.settings = settings
+        self.registry = registry
+        # Whose processed events count as seen by this service's reads (min_position).
+        self.consumer_group = consumer_group
         self.clock = clock
         self._runtime = runtime
         self._store: PostgresEventStore | None = None
@@ -73,8 +45,7 @@ class InvitationsService:
             settings=settings, clock=clock,
         )
         self.lookup_limit = LookupLimit(
-            limit=settings.lookup_rate_limit,
-            window=settings.lookup_rate_window.total_seconds(),
+            limit=settings.lookup_rate_limit, window=settings.lookup_rate_window
         )
         self._bulk: BulkWorker | None = None
         self._scheduler: InvitationScheduler | None = None
@@ -104,7 +75,8 @@ class InvitationsService:
             self._store = PostgresEventStore(self._runtime.database.pool, clock=self.clock)
             self._bulk = BulkWorker(self._store, self.handlers, clock=self.clock)
             self._scheduler = InvitationScheduler(
-                self._store, self.handlers, clock=self.clock, batch=self.settings.scheduler_batch
+                self._store, self.handlers, clock=self.clock, batch=self.settings.scheduler_batch,
+                lookup_limit=self.lookup_limit,
             )
             stopping = asyncio.Event()
             tasks = [

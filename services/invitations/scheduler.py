@@ -1,5 +1,7 @@
 """Time: expiry, the reminder before it, and the e-mail of invitations created ahead of time.
 
+Each pass also deletes the lookup limit's windows that ended.
+
 Each pass claims due rows with ``FOR UPDATE SKIP LOCKED`` and decides on each
 in the same transaction, so two replicas never handle one invitation twice: a
 row one replica holds is skipped by the other, and once it commits the row no
@@ -20,6 +22,7 @@ import structlog
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.store import Clock, Transaction
 from services.invitations.handlers import InvitationHandlers, _connection
+from services.invitations.lookup_limit import LookupLimit
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +47,8 @@ class PassReport:
     expired: int = 0
     opened: int = 0
     reminded: int = 0
+    # Lookup-limit windows that ended (housekeeping, not counted in ``total``).
+    purged_windows: int = 0
 
     @property
     def total(self) -> int:
@@ -56,9 +61,10 @@ Decide = Callable[[Transaction, UUID], Awaitable[bool]]
 class InvitationScheduler:
     def __init__(
         self, store: PostgresEventStore, handlers: InvitationHandlers, *, clock: Clock,
-        batch: int = 200,
+        batch: int = 200, lookup_limit: LookupLimit | None = None,
     ) -> None:
         self._store = store
+        self._lookup_limit = lookup_limit
         self._handlers = handlers
         self._clock = clock
         self._batch = batch
@@ -81,6 +87,8 @@ class InvitationScheduler:
             _DUE_REMINDER, (now, self._batch, before),
             lambda tx, i: self._handlers.remind(tx, i, now=now),
         )
+        if self._lookup_limit is not None:
+            report.purged_windows = await self._lookup_limit.purge(self._store.pool, now=now)
         return report
 
     async def _drain(self, query: str, args: tuple[object, ...], decide: Decide) -> int:

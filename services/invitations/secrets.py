@@ -55,6 +55,7 @@ class ServiceSecrets:
     email: bytes
     code: bytes
     key_wrapping: bytes
+    client: bytes
 
     @classmethod
     def from_settings(cls, settings: InvitationsSettings) -> ServiceSecrets:
@@ -64,6 +65,7 @@ class ServiceSecrets:
             # Not derived: identity hashes presented codes with the same key.
             code=settings.invitation_code_key.get_secret_value().encode(),
             key_wrapping=_derive(root, "guestlist.invitations.data-key-wrapping"),
+            client=_derive(root, "guestlist.invitations.client-address"),
         )
 
     def email_hash(self, email: str) -> str:
@@ -72,6 +74,10 @@ class ServiceSecrets:
     def code_hash(self, code: str) -> str:
         # identity strips the presented code the same way.
         return keyed_hash(self.code, code.strip())
+
+    def client_hash(self, address: str) -> str:
+        """A client address is personal data: the lookup limit counts by this hash."""
+        return keyed_hash(self.client, address)
 
     def __repr__(self) -> str:  # never print key material
         return "ServiceSecrets(…)"

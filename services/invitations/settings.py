@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import Field, SecretStr, field_validator
 
 from eventkit.settings import Duration, Port, ServiceSettings
+from schemas.values import Locale
 
 DEV_SECRET = "guestlist-local-development-invitations-secret"  # noqa: S105 - public dev default
 # Must equal identity's INVITATION_CODE_KEY (its default is this same text).
@@ -33,7 +34,9 @@ class InvitationsSettings(ServiceSettings):
 
     # Where an invitee registers; the code is appended as ?code=...
     invitation_url_base: str = "http://127.0.0.1:8001/register"
+    # The platform's name and default locale until identity.platform says otherwise.
     platform_name: str = Field(default="Guestlist", min_length=1, max_length=200)
+    platform_default_locale: Locale = "en"
     default_community_id: UUID = DEFAULT_COMMUNITY_ID
 
     # Lengths of time: whole seconds (RESEND_INTERVAL=900) or ISO 8601 (PT15M).
@@ -49,13 +52,18 @@ class InvitationsSettings(ServiceSettings):
     scheduler_interval: float = Field(default=10.0, gt=0)
     scheduler_batch: int = Field(default=200, ge=1)
     bulk_max_rows: int = Field(default=10_000, ge=1)
-    # Public code lookups per client address and window.
+    # Public code lookups per client address and window, counted in PostgreSQL for all replicas.
     lookup_rate_limit: int = Field(default=30, ge=1)
     lookup_rate_window: Duration = Field(default=timedelta(minutes=1), gt=timedelta(0))
 
-    # Topics read; overridable so tests can run on topics of their own.
+    # How long a read with min_position waits for that event at most (s).
+    read_wait_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    # Topics read and written; overridable so tests can run on topics of their own.
     user_topic: str = "identity.user"
     delivery_topic: str = "notifications.delivery"
+    platform_topic: str = "identity.platform"
+    access_topic: str = "invitations.access"
 
     @field_validator("invitation_validity")
     @classmethod

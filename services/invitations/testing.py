@@ -13,16 +13,20 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from asgi_lifespan import LifespanManager
 
+from eventkit.envelope import Envelope, EventType, source_of
+from eventkit.registry import EventData
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
+from schemas.catalog import build_registry
 from services.invitations.bootstrap import build_app
 from services.invitations.runtime import InvitationsService
 from services.invitations.settings import InvitationsSettings
 
 INVITATION_TOPIC = "invitations.invitation"
+ACCESS_TOPIC = "invitations.access"
 
 
 class MovableClock:
@@ -70,19 +74,24 @@ ALL_PERMISSIONS = _all_permissions()
 async def running_invitations(
     database_url: str, kafka_bootstrap: str, kafka_topics: Any, **overrides: Any
 ) -> AsyncIterator[RunningInvitations]:
-    await create_topics(kafka_bootstrap, {INVITATION_TOPIC: 3})
-    user_topic = await kafka_topics("identity.user")
-    delivery_topic = await kafka_topics("notifications.delivery")
+    await create_topics(kafka_bootstrap, {INVITATION_TOPIC: 3, ACCESS_TOPIC: 3})
+    topics = {
+        "user_topic": overrides.pop("user_topic", None) or await kafka_topics("identity.user"),
+        "delivery_topic": overrides.pop("delivery_topic", None)
+        or await kafka_topics("notifications.delivery"),
+        "platform_topic": overrides.pop("platform_topic", None)
+        or await kafka_topics("identity.platform"),
+    }
     key = SigningKey("test-key")
     clock = MovableClock()
     async with serve_jwks(key) as jwks:
         settings = InvitationsSettings(
             database_url=database_url, kafka_bootstrap=kafka_bootstrap,
-            identity_jwks_url=jwks.url, user_topic=user_topic, delivery_topic=delivery_topic,
-            scheduler_interval=3600, **overrides,
+            identity_jwks_url=jwks.url, scheduler_interval=3600, **topics, **overrides,
         )
         app = build_app(settings, clock=clock)
-        async with LifespanManager(app, startup_timeout=120) as manager:
+        # Leaving a consumer group mid-rebalance (two replicas) can take a few seconds.
+        async with LifespanManager(app, startup_timeout=120, shutdown_timeout=60) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://invitations",
                                          timeout=30) as client:
@@ -114,6 +123,28 @@ async def events_on_kafka(
     finally:
         await consumer.stop()
     return seen
+
+
+async def publish(
+    bootstrap: str, topic: str, subject: UUID, event: EventData, *,
+    event_id: UUID | None = None, at: datetime | None = None,
+) -> UUID:
+    """Put one event on ``topic`` as its owning service would; returns its ce_id."""
+    event_type: EventType = type(event).event_type
+    envelope = Envelope(
+        id=event_id or uuid4(), type=str(event_type), subject=str(subject),
+        time=at or datetime.now(UTC), actor_id="system", sequence=1,
+        data_json=build_registry().encode(event), source=source_of(event_type.service),
+    )
+    record = envelope.to_kafka(topic)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(record.topic, record.value, key=record.key,
+                                     headers=record.headers)
+    finally:
+        await producer.stop()
+    return envelope.id
 
 
 def of_type(records: list[dict[str, Any]], name: str, subject: str) -> list[dict[str, Any]]:

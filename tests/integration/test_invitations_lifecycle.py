@@ -4,16 +4,13 @@ real PostgreSQL and Kafka, with a clock the test moves instead of waiting."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from eventkit.envelope import Envelope, EventType, source_of
 from eventkit.registry import EventData
-from schemas.catalog import build_registry
 from schemas.identity import UserDeleted, UserRegistered
 from schemas.notifications import NotificationSent
 from services.invitations.scheduler import InvitationScheduler
@@ -24,6 +21,7 @@ from services.invitations.testing import (
     of_type,
     running_invitations,
 )
+from services.invitations.testing import publish as publish_event
 
 pytestmark = pytest.mark.integration
 DAY = timedelta(days=1)
@@ -36,20 +34,7 @@ def email() -> str:
 async def publish(
     bootstrap: str, topic: str, subject: UUID, event: EventData, event_id: UUID | None = None
 ) -> None:
-    event_type: EventType = type(event).event_type
-    envelope = Envelope(
-        id=event_id or uuid4(), type=str(event_type), subject=str(subject), time=datetime.now(UTC),
-        actor_id="system", sequence=1, data_json=build_registry().encode(event),
-        source=source_of(event_type.service),
-    )
-    record = envelope.to_kafka(topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(record.topic, record.value, key=record.key,
-                                     headers=record.headers)
-    finally:
-        await producer.stop()
+    await publish_event(bootstrap, topic, subject, event, event_id=event_id)
 
 
 async def status_of(inv: RunningInvitations, invitation_id: str, wanted: str,
@@ -70,7 +55,7 @@ async def invite(inv: RunningInvitations, **body: Any) -> str:
     return str(answer.json()["id"])
 
 
-async def test_registration_through_an_invitation_accepts_it_once_and_a_revoked_one_never(
+async def test_registration_accepts_an_invitation_once_and_a_revoked_one_is_refused_once(
     database_url: str, kafka_bootstrap: str, kafka_topics: Any
 ) -> None:
     async with running_invitations(database_url, kafka_bootstrap, kafka_topics) as inv:
@@ -83,12 +68,16 @@ async def test_registration_through_an_invitation_accepts_it_once_and_a_revoked_
         event_id = uuid4()
         for _ in range(2):
             await publish(kafka_bootstrap, inv.settings.user_topic, user, registered, event_id)
-        await publish(kafka_bootstrap, inv.settings.user_topic, late_user, UserRegistered(
-            user_id=late_user, email="y", locale="en", via_invitation_id=UUID(revoked_id)))
+        late = UserRegistered(user_id=late_user, email="y", locale="en",
+                              via_invitation_id=UUID(revoked_id))
+        late_id = uuid4()
+        for _ in range(2):
+            await publish(kafka_bootstrap, inv.settings.user_topic, late_user, late, late_id)
         view = await status_of(inv, accepted_id, "accepted")
         records = await events_on_kafka(
             kafka_bootstrap, INVITATION_TOPIC,
-            until=lambda seen: bool(of_type(seen, "InvitationAccepted", accepted_id)),
+            until=lambda seen: bool(of_type(seen, "InvitationAccepted", accepted_id))
+            and bool(of_type(seen, "InvitationAcceptanceRefused", revoked_id)),
         )
         async with asyncio.timeout(30):  # the late registration was consumed too
             while await inv.service.store.pool.fetchval(
@@ -99,7 +88,11 @@ async def test_registration_through_an_invitation_accepts_it_once_and_a_revoked_
         revoked = (await inv.client.get(f"/v1/invitations/{revoked_id}",
                                         headers=inv.auth())).json()
         accepted_events = await inv.service.store.pool.fetchval(
-            "SELECT count(*) FROM events WHERE type LIKE '%InvitationAccepted%'"
+            "SELECT count(*) FROM events WHERE type LIKE '%InvitationAccepted.%'"
+        )
+        refusals = await inv.service.store.pool.fetch(
+            "SELECT stream_id, actor_id, data FROM events "
+            "WHERE type LIKE '%InvitationAcceptanceRefused%'"
         )
 
     assert view["accepted_user_id"] == str(user) and view["accepted_at"] is not None
@@ -108,6 +101,12 @@ async def test_registration_through_an_invitation_accepts_it_once_and_a_revoked_
     assert accepted[0]["headers"]["ce_actorid"] == "system"
     assert accepted_events == 1
     assert revoked["status"] == "revoked"
+    # the registration that lost the race is on the record, once despite its redelivery
+    assert len(refusals) == 1 and refusals[0]["stream_id"] == revoked_id
+    assert refusals[0]["actor_id"] == "system"
+    refusal = of_type(records, "InvitationAcceptanceRefused", revoked_id)[0]["value"]
+    assert (refusal["user_id"], refusal["reason"]) == (str(late_user), "revoked")
+    assert refusal["registered_at"]
 
 
 async def test_notification_sent_sets_last_sent_and_counts_sends(

@@ -20,7 +20,7 @@ from guestlist.stack.kafka import create_topics
 from schemas.permissions import ROLE_PERMISSIONS
 from services.invitations.bootstrap import build_app
 from services.invitations.settings import InvitationsSettings
-from services.invitations.testing import INVITATION_TOPIC
+from services.invitations.testing import ACCESS_TOPIC, INVITATION_TOPIC
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 async def test_generated_requests_never_get_a_server_error(
     database_url: str, kafka_bootstrap: str, kafka_topics: Any
 ) -> None:
-    await create_topics(kafka_bootstrap, {INVITATION_TOPIC: 3})
+    await create_topics(kafka_bootstrap, {INVITATION_TOPIC: 3, ACCESS_TOPIC: 3})
     key = SigningKey("fuzz")
     token = key.mint(sub=str(uuid4()), permissions=sorted(ROLE_PERMISSIONS["platform_manager"]))
     async with serve_jwks(key) as jwks:
@@ -36,7 +36,8 @@ async def test_generated_requests_never_get_a_server_error(
             database_url=database_url, kafka_bootstrap=kafka_bootstrap,
             identity_jwks_url=jwks.url, user_topic=await kafka_topics("identity.user"),
             delivery_topic=await kafka_topics("notifications.delivery"),
-            lookup_rate_limit=100_000,
+            platform_topic=await kafka_topics("identity.platform"),
+            lookup_rate_limit=100_000, read_wait_seconds=0.2,
         )
         async with serving(build_app(settings)) as base_url:
             async with httpx.AsyncClient() as client:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventkit.http.problems import Problem
 from eventkit.settings import ConfigurationError, load_settings
-from services.invitations.bulk import BadUpload, rows_from_csv
-from services.invitations.runtime import LookupLimit
+from guestlist.stack.topology import stack_topics
+from schemas.access import InvitationsPersonalDataViewed
+from services.audit.settings import DEFAULT_TOPIC_PATTERN
+from services.invitations.bulk import BadUpload, rows_from_csv, storable
+from services.invitations.lookup_limit import window_of
 from services.invitations.secrets import ServiceSecrets, is_well_formed_code, new_code
 from services.invitations.settings import InvitationsSettings
 
@@ -68,18 +71,32 @@ def test_the_code_hash_key_is_the_one_identity_uses() -> None:
     )
 
 
-def test_lookups_are_limited_per_client_in_a_sliding_window() -> None:
-    now = [0.0]
-    limit = LookupLimit(limit=2, window=60, clock=lambda: now[0])
-    limit.check("a")
-    limit.check("a")
-    limit.check("b")
+@pytest.mark.parametrize(
+    ("now", "start", "retry_after"),
+    [
+        (datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC), datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+         60),
+        (datetime(2026, 11, 26, 12, 0, 59, 500000, tzinfo=UTC),
+         datetime(2026, 11, 26, 12, 0, tzinfo=UTC), 1),
+        (datetime(2026, 11, 26, 12, 1, 20, tzinfo=UTC),
+         datetime(2026, 11, 26, 12, 1, tzinfo=UTC), 40),
+    ],
+)
+def test_lookups_count_in_fixed_windows_and_retry_after_is_the_rest_of_the_window(
+    now: datetime, start: datetime, retry_after: int
+) -> None:
+    assert window_of(now, timedelta(minutes=1)) == (start, retry_after)
 
-    with pytest.raises(Problem) as refused:
-        limit.check("a")
-    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "60"
-    now[0] = 60.5
-    limit.check("a")
+
+def test_the_client_address_is_kept_as_a_keyed_hash() -> None:
+    secrets = ServiceSecrets.from_settings(InvitationsSettings(database_url=URL))
+    other = ServiceSecrets.from_settings(
+        InvitationsSettings(database_url=URL, invitations_secret="another-secret-entirely")
+    )
+
+    assert "203.0.113.7" not in secrets.client_hash("203.0.113.7")
+    assert secrets.client_hash("203.0.113.7") != secrets.client_hash("203.0.113.8")
+    assert secrets.client_hash("203.0.113.7") != other.client_hash("203.0.113.7")
 
 
 def test_a_csv_upload_becomes_rows_with_empty_cells_left_to_defaults() -> None:
@@ -107,3 +124,25 @@ def test_a_csv_upload_becomes_rows_with_empty_cells_left_to_defaults() -> None:
 def test_an_unreadable_csv_is_refused_as_a_whole(text: str, message: str) -> None:
     with pytest.raises(BadUpload, match=message):
         rows_from_csv(text, max_rows=2)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [{"invitee_email": "a@b.co", "greeting": "Hi\x00"}, {"invitee_email\x00": "a@b.co"},
+     {"invitee_email": "a@b.co", "extra": ["fine", {"deep": "\x00"}]}],
+)
+def test_a_row_postgresql_cannot_store_refuses_the_upload_naming_the_row(
+    row: dict[str, object]
+) -> None:
+    fine: dict[str, object] = {"invitee_email": "c@d.co", "greeting": "a literal \\u0000 is text"}
+
+    assert storable([fine]) == [fine]
+    with pytest.raises(BadUpload, match="row 2 contains a NUL"):
+        storable([fine, row])
+
+
+def test_the_audit_log_reads_invitations_access_by_its_pattern_and_the_stack_creates_it() -> None:
+    topic = InvitationsPersonalDataViewed.topic
+    assert topic == InvitationsSettings(database_url=URL).access_topic == "invitations.access"
+    assert re.match(DEFAULT_TOPIC_PATTERN, topic)
+    assert topic in stack_topics()
