@@ -68,7 +68,7 @@ async def test_the_first_platform_manager_signs_in_and_sets_up_the_platform(
 
 
 async def test_the_invitation_mail_arrives_in_french_and_the_public_lookup_shows_it(
-    stack: Stack, camille_invitation: dict[str, Any]
+    stack: Stack, organizer: Organizer, camille_invitation: dict[str, Any]
 ) -> None:
     invited = camille_invitation
     code = invited["code"]
@@ -77,6 +77,14 @@ async def test_the_invitation_mail_arrives_in_french_and_the_public_lookup_shows
         unknown = await public.get("/v1/invitations/lookup", params={"code": "x" * 32})
     mail = await stack.mail_to(CAMILLE, matching=lambda m: code in text_of(m))
     text = text_of(mail)
+    async with stack.client("notifications", organizer.token) as notifications:
+        async def logged_as_sent() -> list[dict[str, Any]] | None:
+            page = (await notifications.get("/v1/notifications",
+                                            params={"template": "invitation"})).json()
+            mine = [d for d in page["items"] if d["invitation_id"] == invited["id"]]
+            return mine if mine and mine[0]["status"] == "sent" else None
+
+        deliveries = await eventually(logged_as_sent, what="the delivery log showing the mail")
 
     assert mail["Content-Language"] == "fr"
     assert mail["Subject"] == "Vous êtes invité à rejoindre Maison Commune"
@@ -93,6 +101,11 @@ async def test_the_invitation_mail_arrives_in_french_and_the_public_lookup_shows
     assert [role["role"] for role in shown["roles"]] == ["community_facilitator"]
     assert shown["valid_until"] == "2026-12-31T23:30:00Z"
     assert_problem(unknown, 404, "not-found")
+    # The delivery log: one mail, the address masked, the Message-ID the invitee received.
+    assert len(deliveries) == 1
+    assert deliveries[0]["recipient"] == "c***@example.org"
+    assert deliveries[0]["locale"] == "fr"
+    assert deliveries[0]["message_id"] == mail["Message-ID"]
 
 
 async def test_the_accepted_invitation_shows_in_the_directory_the_board_and_the_analytics(

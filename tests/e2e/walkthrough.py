@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from e2e_stack import Stack, text_of
+from e2e_stack import Stack
 
 PASSWORD = "correct horse battery staple"
 MANAGER_EMAIL = "organizer@maison-commune.example"
@@ -33,7 +33,6 @@ COLLEAGUES = {
     "sacha": ("sacha.bernard@maison-commune.example", "sacha passphrase 2026"),
 }
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_TOKEN_LINK = re.compile(r"https?://\S+[?&]token=([A-Za-z0-9_-]+)")
 
 
 @dataclass
@@ -63,7 +62,6 @@ class Person:
     user_id: str
     registration: dict[str, Any]  # the answer to POST /v1/users, as it came
     password: str = PASSWORD
-    confirmed_by_mail: bool = False
 
 
 async def create_manager(stack: Stack) -> str:
@@ -113,19 +111,6 @@ async def register(
     if answer.status_code == 201:
         walk.wrote(answer.json()["user_id"], answer.json())
     return answer
-
-
-async def confirm_by_mail(stack: Stack, walk: Walkthrough, person: Person) -> None:
-    """Follow the confirmation link mailed to the person, whichever service sent it."""
-    mail = await stack.mail_to(person.email, matching=lambda m: bool(_TOKEN_LINK.search(
-        text_of(m))))
-    found = _TOKEN_LINK.search(text_of(mail))
-    assert found is not None
-    async with stack.client("identity") as identity:
-        answer = await identity.post("/v1/users/confirm", json={"token": found.group(1)})
-    assert answer.status_code == 200, answer.text
-    walk.wrote(person.user_id, answer.json())
-    person.confirmed_by_mail = True
 
 
 async def enrol(
