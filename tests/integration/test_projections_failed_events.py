@@ -1,6 +1,7 @@
 """Failed events: set aside by a read model, listed for operators, applied again once fixed.
 
-The whole service runs against the session's PostgreSQL and Kafka. The
+The whole service runs against the session's PostgreSQL and Kafka (and
+``guestlist projections failed|retry`` against its database). The
 cause of the failure is real and removable: a CHECK constraint an operator
 put on the directory's table refuses one locale, so registrations in it
 cannot be applied until the constraint is dropped.
@@ -12,9 +13,12 @@ import asyncio
 import uuid
 
 import pytest
+from click.testing import Result
 from test_projections_directory import Topics, eventually, running_service, user_event
 from test_projections_invitations import applied
+from typer.testing import CliRunner
 
+from guestlist.projections_cli import projections_app
 from schemas.identity import UserEmailConfirmed, UserRegistered
 
 pytestmark = pytest.mark.integration
@@ -85,6 +89,19 @@ async def test_an_event_the_model_cannot_apply_is_listed_and_applied_once_after_
         listed = (await service.get("/v1/projections/directory/failed-events")).json()["items"]
         assert [i["event_id"] for i in listed] == [cy_event]
 
+        # The same from the command line, against the database.
+        listing = await cli("failed", "directory", database_url=database_url)
+        assert listing.exit_code == 0, listing.output
+        assert cy_event in listing.output and bo_event not in listing.output
+        retried = await cli("retry", "directory", cy_event, database_url=database_url)
+        assert retried.exit_code == 0, retried.output
+        assert (await service.get(f"/v1/directory/users/{cy}")).status_code == 200
+        again = await cli("retry", "directory", cy_event, database_url=database_url)
+        assert again.exit_code == 1 and "not a failed event" in again.output
+        assert (await service.get("/v1/projections/directory/failed-events")).json()[
+            "items"] == []
+        assert (await cli("failed", "nothing", database_url=database_url)).exit_code == 2
+
 
 async def test_failed_events_refuse_what_they_must(
     database_url: str, kafka_bootstrap: str, kafka_topics: Topics
@@ -117,6 +134,12 @@ async def test_failed_events_refuse_what_they_must(
         assert no_version.status_code == 404
         not_an_id = await service.client.post(f"{path}/not-a-uuid/retry", headers=operator)
         assert not_an_id.status_code == 422
+
+
+async def cli(*args: str, database_url: str) -> Result:
+    return await asyncio.to_thread(
+        CliRunner().invoke, projections_app, [*args, "--database-url", database_url],
+        env={"COLUMNS": "300"})
 
 
 async def _exists(service: object, table: str) -> bool:
