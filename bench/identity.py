@@ -4,11 +4,18 @@ Every registration and sign-in spends one argon2id computation at the default
 cost, so the ratio to bare hashing (same concurrency, same machine) shows
 what identity adds around it: the transaction, the sealed events, the token.
 Token verifications/s is what every service pays per request (offline, cached key).
+
+"Known vs unknown e-mail": the median latency of a wrong-password sign-in and
+of a reset request, for addresses with an account and for addresses without
+one, one request at a time with the two kinds interleaved, printed side by
+side. The answers must not tell the two apart, by content or by time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import statistics
 import time
 from typing import Any
 from uuid import uuid4
@@ -38,8 +45,49 @@ async def _rate(count: int, concurrency: int, one: Any) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _without_request_id(answer: httpx.Response) -> str:
+    """The answer's body as compared: a problem's request_id differs on every request."""
+    if not answer.content:
+        return ""
+    body = answer.json()
+    body.pop("request_id", None)
+    return json.dumps(body, sort_keys=True)
+
+
+async def _known_vs_unknown(
+    client: httpx.AsyncClient, known: list[str], *, samples: int
+) -> dict[str, Any]:
+    """Median latency (ms) per kind of address, and whether the answers were identical."""
+    def wrong_password(address: str) -> dict[str, str]:
+        return {"email": address, "password": "not the password at all"}
+
+    def reset(address: str) -> dict[str, str]:
+        return {"email": address}
+
+    requests = {"sign_in_wrong_password": ("/v1/sessions", wrong_password),
+                "reset_request": ("/v1/password-resets", reset)}
+    figures: dict[str, Any] = {"samples_each": samples}
+    for name, (path, body) in requests.items():
+        times: dict[str, list[float]] = {"known": [], "unknown": []}
+        answers: dict[str, set[tuple[int, str]]] = {"known": set(), "unknown": set()}
+        for n in range(samples):
+            pair = [("known", known[n % len(known)]),
+                    ("unknown", f"nobody-{uuid4().hex[:10]}@example.org")]
+            for kind, address in pair if n % 2 else reversed(pair):
+                started = time.perf_counter()
+                answer = await client.post(path, json=body(address))
+                times[kind].append(time.perf_counter() - started)
+                answers[kind].add((answer.status_code, _without_request_id(answer)))
+        figures[name] = {
+            "known_ms": round(statistics.median(times["known"]) * 1000, 2),
+            "unknown_ms": round(statistics.median(times["unknown"]) * 1000, 2),
+            "same_answers": answers["known"] == answers["unknown"],
+        }
+    return figures
+
+
 async def run(pg: PostgresServer | ExternalPostgres, kafka_bootstrap: str, *, users: int = 200,
-              concurrency: int = 8) -> dict[str, Any]:
+              concurrency: int = 8, timing_samples: int = 200) -> dict[str, Any]:
     database_url = await pg.create_database(f"bench_identity_{uuid4().hex[:8]}")
     await create_topics(kafka_bootstrap, stack_topics())
     settings = IdentitySettings(database_url=database_url, kafka_bootstrap=kafka_bootstrap,
@@ -95,6 +143,7 @@ async def run(pg: PostgresServer | ExternalPostgres, kafka_bootstrap: str, *, us
                     await verifier.verify(token)
                 verified += len(tokens)
             verifications = verified / (time.perf_counter() - started)
+            known_vs_unknown = await _known_vs_unknown(client, emails, samples=timing_samples)
     return {
         "users": users, "concurrency": concurrency,
         "argon2id_hashes_per_s": round(hashing, 1),
@@ -103,4 +152,5 @@ async def run(pg: PostgresServer | ExternalPostgres, kafka_bootstrap: str, *, us
         "sign_ins_per_s": round(sign_ins, 1),
         "sign_in_vs_hashing": round(sign_ins / hashing, 3),
         "token_verifications_per_s": round(verifications),
+        "known_vs_unknown_email": known_vs_unknown,
     }
