@@ -107,8 +107,8 @@ def service_env(
         "INVITATIONS_URL": invitations.url,
         # Where the audit log is read from (a person's data export, projections rebuilds).
         "AUDIT_URL": audit.url,
-        # Identity's own address, which its mailed confirmation and reset links use.
-        "PUBLIC_URL": identity.url,
+        # Identity's address, where notifications point confirmation and reset links.
+        "IDENTITY_PUBLIC_URL": identity.url,
         "PYTHONUNBUFFERED": "1",
     }
 
