@@ -4,7 +4,8 @@ The subject is the invitation id (the invitee has no account yet; projections
 names invitees the same way). The event goes to a stream of its own,
 ``access-<invitation id>``, in the read's transaction and through the outbox,
 so an audited read never conflicts with a change to the invitation and is
-published exactly when the read happened.
+published exactly when the read happened. Reads of one invitation at the same
+moment are serialized on that stream by a transaction-scoped advisory lock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uuid import UUID
 from eventkit.registry import EventRegistry
 from eventkit.store import NewEvent, Transaction
 from schemas.access import InvitationsPersonalDataViewed
+from services.invitations.handlers import _connection
 
 SYSTEM_ACTOR = "system"
 # X-Purpose, as identity reads it: a short identifier.
@@ -33,5 +35,11 @@ async def record_viewed(
         purpose=purpose,
     )
     new = NewEvent(type=event.event_type, topic=topic, data_json=registry.encode(event))
-    await tx.append(f"access-{invitation_id}", None, [new],
+    stream = f"access-{invitation_id}"
+    # Concurrent reads of one invitation append to one stream: they take turns until their
+    # commit (moments later) instead of racing for the same version and failing.
+    await _connection(tx).execute(
+        "SELECT pg_advisory_xact_lock(hashtext('invitations.access:' || $1::text))", stream
+    )
+    await tx.append(stream, None, [new],
                     actor_id=str(actor) if actor is not None else SYSTEM_ACTOR)

@@ -96,6 +96,26 @@ async def test_each_read_that_shows_an_invitees_data_leaves_one_access_event(
     assert lookup["headers"]["ce_actorid"] == "system"
 
 
+async def test_many_reads_of_one_invitation_at_once_each_answer_and_each_leave_their_event(
+    database_url: str, kafka_bootstrap: str, kafka_topics: Any
+) -> None:
+    async with running_invitations(database_url, kafka_bootstrap, kafka_topics) as inv:
+        created = await invite(inv, greeting="Hello")
+        reads = await asyncio.gather(
+            *(inv.client.get(f"/v1/invitations/{created['id']}", headers=inv.auth())
+              for _ in range(25)),
+            *(inv.client.get("/v1/invitations/lookup", params={"code": created["code"]})
+              for _ in range(25)),
+        )
+        versions = [row["version"] for row in await inv.service.store.pool.fetch(
+            "SELECT version FROM events WHERE stream_id = $1 ORDER BY version",
+            f"access-{created['id']}",
+        )]
+
+    assert [read.status_code for read in reads] == [200] * 50
+    assert versions == list(range(1, 51))
+
+
 async def test_a_read_of_erased_data_or_of_a_batch_leaves_no_access_event(
     database_url: str, kafka_bootstrap: str, kafka_topics: Any
 ) -> None:
