@@ -7,7 +7,9 @@ exactly those events, and positions let reads wait for their writes.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +142,24 @@ def assert_problem(answer: httpx.Response, status: int, type_suffix: str) -> dic
     problem: dict[str, Any] = answer.json()
     assert problem["status"] == status and problem["type"].endswith(type_suffix), problem
     return problem
+
+
+async def what_other_services_answer(stack: Stack, token: str) -> dict[str, int]:
+    """The status projections, invitations and audit answer a manager's token with."""
+    async with stack.client("projections", token) as projections, \
+            stack.client("invitations", token) as invitations, \
+            stack.client("audit", token) as audit:
+        async def live_updates() -> int:
+            async with projections.stream("GET", "/v1/stream") as answer:  # hangs up at once
+                return answer.status_code
+
+        statuses = await asyncio.gather(
+            live_updates(),
+            invitations.get(f"/v1/invitations/{uuid.UUID(int=0)}"),  # no such invitation
+            audit.get("/v1/audit/events", params={"limit": 1}),
+        )
+    live, invitation, log = statuses
+    assert isinstance(live, int)
+    assert isinstance(invitation, httpx.Response) and isinstance(log, httpx.Response)
+    return {"projections": live, "invitations": invitation.status_code,
+            "audit": log.status_code}
