@@ -7,7 +7,13 @@
 - bulk: one CSV upload of ``rows`` rows (default 10,000), invitations/s from
   the upload until the batch reports every row done;
 - csv_to_kafka: seconds from the upload until every InvitationCreated of the
-  batch was read back from Kafka.
+  batch was read back from Kafka;
+- lookup: public ``GET /v1/invitations/lookup`` with 16 clients from one
+  address (every request counts on the same row of the shared limit), for an
+  unknown code (the counter's upsert and one select) and a known one (plus
+  the history, the greeting's decryption and the PersonalDataViewed append);
+  beside it, the peer: the counter's upsert alone through asyncpg, on one row
+  and on a row per writer.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import json
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -148,12 +155,51 @@ async def _bulk(client: httpx.AsyncClient, headers: dict[str, str], bootstrap: s
             "upload_to_all_on_kafka_s": round(to_kafka, 2)}
 
 
+async def _lookups(client: httpx.AsyncClient, code: str, count: int, concurrency: int) -> float:
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for _ in queue:
+            answer = await client.get("/v1/invitations/lookup", params={"code": code})
+            if answer.status_code not in (200, 404):
+                raise RuntimeError(f"lookup answered {answer.status_code}: {answer.text}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+async def _bare_counter(dsn: str, count: int, concurrency: int, *, one_row: bool) -> float:
+    """The peer of the lookup limit: its upsert alone, ``count`` times over ``concurrency``."""
+    import asyncpg
+
+    from services.invitations.lookup_limit import LookupLimit
+
+    limit = LookupLimit(limit=10**9, window=timedelta(minutes=1))
+    pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
+    queue = iter(range(count))
+
+    async def worker(n: int) -> None:
+        client = "one" if one_row else f"client-{n}"
+        for _ in queue:
+            await limit.check(pool, client_hash=client, now=datetime.now(UTC))
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+        return count / (time.perf_counter() - started)
+    finally:
+        await pool.close()
+
+
 async def run(
     pg: PostgresServer | ExternalPostgres, bootstrap: str, *, single: int = 2000,
-    rows: int = 10_000,
+    rows: int = 10_000, lookups: int = 2000,
 ) -> dict[str, Any]:
     prefix = f"bench{uuid4().hex[:6]}"
-    await create_topics(bootstrap, {TOPIC: PARTITIONS, f"{prefix}.identity.user": 3,
+    await create_topics(bootstrap, {TOPIC: PARTITIONS, "invitations.access": PARTITIONS,
+                                    f"{prefix}.identity.user": 3,
+                                    f"{prefix}.identity.platform": 3,
                                     f"{prefix}.notifications.delivery": 3})
     dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
     peer_dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
@@ -166,7 +212,9 @@ async def run(
             database_url=dsn, kafka_bootstrap=bootstrap, identity_jwks_url=jwks.url,
             user_topic=f"{prefix}.identity.user",
             delivery_topic=f"{prefix}.notifications.delivery",
+            platform_topic=f"{prefix}.identity.platform",
             scheduler_interval=3600, log_level="WARNING", bulk_max_rows=max(rows, 10_000),
+            lookup_rate_limit=10**9,
         )
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
@@ -185,14 +233,26 @@ async def run(
                 http_1 = await _single(client, headers, single // 4, 1)
                 http_16 = await _single(client, headers, single, 16)
                 bulk = await _bulk(client, headers, bootstrap, rows)
+                known = (await client.post(
+                    "/v1/invitations", headers=headers,
+                    json={"invitee_email": f"lookup-{prefix}@example.org", "greeting": "Hi!"},
+                )).json()["code"]
+                lookup_unknown = await _lookups(client, "A" * 32, lookups, 16)
+                lookup_known = await _lookups(client, known, lookups, 16)
         finally:
             server.should_exit = True
             await serving
             sock.close()
     bare_1 = await _bare_append(peer_dsn, single // 4, 1)
     bare_16 = await _bare_append(peer_dsn, single, 16)
+    counter_one_row = await _bare_counter(peer_dsn, lookups, 16, one_row=True)
+    counter_own_rows = await _bare_counter(peer_dsn, lookups, 16, one_row=False)
     return {
         "single_http_per_s": {"1_client": round(http_1, 1), "16_clients": round(http_16, 1)},
         "peer_bare_append_per_s": {"1_writer": round(bare_1, 1), "16_writers": round(bare_16, 1)},
         "bulk": bulk,
+        "lookup_http_per_s_16_clients": {"unknown_code": round(lookup_unknown, 1),
+                                         "known_code": round(lookup_known, 1)},
+        "peer_limit_upsert_per_s_16_writers": {"one_row": round(counter_one_row, 1),
+                                               "a_row_each": round(counter_own_rows, 1)},
     }
