@@ -97,6 +97,8 @@ async def test_the_invitation_mail_arrives_in_french_and_the_public_lookup_shows
     assert "au 1 janvier 2027, 00:30 (Europe/Paris)" in text
     assert lookup.status_code == 200, lookup.text
     shown = lookup.json()
+    # The page the link opens names the platform as the mail does.
+    assert shown["platform_name"] == "Maison Commune"
     assert shown["status"] == "pending"
     assert shown["greeting"] == CAMILLE_GREETING and shown["locale"] == "fr"
     assert [role["role"] for role in shown["roles"]] == ["community_facilitator"]
