@@ -64,10 +64,11 @@ def consumer_for(
 ) -> ConsumerRunner:
     """A consumer applying ``topics`` to ``version`` of ``model`` (used by rebuilds too)."""
     failed = (lambda: metrics.failed.labels(model.name).inc()) if metrics else (lambda: None)
+    applied = metrics.applied.labels(model.name) if metrics is not None else None  # per event
 
     async def handled(outcome: Handled) -> None:
-        if metrics is not None and outcome.outcome is Outcome.APPLIED:
-            metrics.applied.labels(model.name).inc()
+        if applied is not None and outcome.outcome is Outcome.APPLIED:
+            applied.inc()
         if on_handled is not None:
             await on_handled(outcome)
 
