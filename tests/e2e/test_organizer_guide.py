@@ -252,11 +252,12 @@ async def test_a_suspended_person_is_refused_by_the_other_services_within_a_seco
 
         async def refused() -> dict[str, int] | None:
             seen.append(await what_other_services_answer(stack, sacha.token))
-            return seen[-1] if seen[-1]["projections"] == 401 else None
+            return seen[-1] if seen[-1]["projections"] == seen[-1]["notifications"] == 401 \
+                else None
 
         try:
             await eventually(refused, within=1.0, every=0.05,
-                             what="projections refusing the suspended person's token")
+                             what="projections and notifications refusing the token")
         except AssertionError as late:
             raise AssertionError(f"{late}; they answered {seen[-1]}") from None
         refused_after = time.monotonic() - answered
@@ -273,7 +274,7 @@ async def test_a_suspended_person_is_refused_by_the_other_services_within_a_seco
     back = await stack.mail_to(email, matching=lambda m: "active again" in m["Subject"])
     after = await what_other_services_answer(stack, await token_for(stack, email, password))
 
-    assert before == {"projections": 200, "invitations": 404, "audit": 200}
+    assert before == {"projections": 200, "invitations": 404, "notifications": 200, "audit": 200}
     assert refused_after <= 1.0
     assert suspended.json()["status"] == "suspended"
     assert assert_problem(signing_in, 403, "/account-unavailable")["reason"] == "account_suspended"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,21 +146,23 @@ def assert_problem(answer: httpx.Response, status: int, type_suffix: str) -> dic
 
 
 async def what_other_services_answer(stack: Stack, token: str) -> dict[str, int]:
-    """The status projections, invitations and audit answer a manager's token with."""
+    """The status every service but identity answers a manager's token with."""
     async with stack.client("projections", token) as projections, \
             stack.client("invitations", token) as invitations, \
+            stack.client("notifications", token) as notifications, \
             stack.client("audit", token) as audit:
         async def live_updates() -> int:
             async with projections.stream("GET", "/v1/stream") as answer:  # hangs up at once
                 return answer.status_code
 
+        async def status(answering: Awaitable[httpx.Response]) -> int:
+            return (await answering).status_code
+
         statuses = await asyncio.gather(
             live_updates(),
-            invitations.get(f"/v1/invitations/{uuid.UUID(int=0)}"),  # no such invitation
-            audit.get("/v1/audit/events", params={"limit": 1}),
+            status(invitations.get(f"/v1/invitations/{uuid.UUID(int=0)}")),  # no such one
+            status(notifications.get("/v1/notifications", params={"limit": 1})),
+            status(audit.get("/v1/audit/events", params={"limit": 1})),
         )
-    live, invitation, log = statuses
-    assert isinstance(live, int)
-    assert isinstance(invitation, httpx.Response) and isinstance(log, httpx.Response)
-    return {"projections": live, "invitations": invitation.status_code,
-            "audit": log.status_code}
+    return dict(zip(("projections", "invitations", "notifications", "audit"), statuses,
+                    strict=True))
