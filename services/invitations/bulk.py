@@ -49,7 +49,15 @@ class BadUpload(ValueError):
 
 def rows_from_csv(text: str, *, max_rows: int) -> list[dict[str, object]]:
     """The CSV's rows as objects; empty cells are left out so defaults apply."""
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _read_csv(text, max_rows=max_rows)
+    except csv.Error as error:  # e.g. a field over csv.field_size_limit()
+        raise BadUpload(f"the CSV cannot be read: {error}") from None
+
+
+def _read_csv(text: str, *, max_rows: int) -> list[dict[str, object]]:
+    # newline="": line breaks inside quoted fields, and lone CRs, are the csv module's to read.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None:
         raise BadUpload("the CSV is empty")
     header = [name.strip() for name in reader.fieldnames]

@@ -146,3 +146,16 @@ def test_the_audit_log_reads_invitations_access_by_its_pattern_and_the_stack_cre
     assert topic == InvitationsSettings(database_url=URL).access_topic == "invitations.access"
     assert re.match(DEFAULT_TOPIC_PATTERN, topic)
     assert topic in stack_topics()
+
+
+def test_a_csv_with_old_mac_line_ends_or_quoted_line_breaks_is_read_row_by_row() -> None:
+    assert rows_from_csv("invitee_email,greeting\ra@b.co,hi\rc@d.co,\"two\nlines\"\r",
+                         max_rows=5) == [
+        {"invitee_email": "a@b.co", "greeting": "hi"},
+        {"invitee_email": "c@d.co", "greeting": "two\nlines"},
+    ]
+
+
+def test_a_csv_field_beyond_what_the_csv_module_reads_refuses_the_upload() -> None:
+    with pytest.raises(BadUpload, match="the CSV cannot be read: field larger"):
+        rows_from_csv("invitee_email,greeting\na@b.co," + "x" * 200_000 + "\n", max_rows=5)
