@@ -8,7 +8,9 @@ from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
 from eventkit.http.app import create_service_app
+from eventkit.http.auth import RevokedSessions
 from eventkit.logging import get_logger
+from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, Transaction, utc_now
 from schemas.catalog import build_registry
@@ -34,10 +36,14 @@ def build_service(
     async def react(envelope: Envelope, tx: Transaction) -> None:
         await InvitationReactions(holder[0].handlers, registry)(envelope, tx)
 
+    # Suspension, deletion and role revocation end live sessions here too (every replica
+    # reads them in a group of its own).
+    revoked = RevokedSessions()
     runtime = ServiceRuntime(
         settings,
         migrations=[MIGRATIONS],
         subscriptions=[
+            revocation_subscription(revoked, service=CONSUMER_GROUP, topic=settings.user_topic),
             Subscription(
                 group=CONSUMER_GROUP, handler=react,
                 topics=[settings.user_topic, settings.delivery_topic, settings.platform_topic],
@@ -45,7 +51,7 @@ def build_service(
         ],
     )
     service = InvitationsService(settings, runtime, registry=registry, clock=clock,
-                                 consumer_group=CONSUMER_GROUP)
+                                 consumer_group=CONSUMER_GROUP, revoked_sessions=revoked)
     holder.append(service)
     return service, runtime
 
@@ -60,6 +66,7 @@ def build_app(settings: InvitationsSettings, *, clock: Clock = utc_now) -> FastA
         readiness_checks=runtime.readiness_checks(),
         lifespan=service.lifespan,
         registry=runtime.registry,
+        revoked_sessions=service.revoked_sessions,
         expose_headers=EXPOSED_HEADERS,
     )
     app.state.invitations = service

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from eventkit.http.auth import RevokedSessions
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventRegistry
 from eventkit.runtime import ServiceRuntime
@@ -32,11 +33,14 @@ class InvitationsService:
         registry: EventRegistry,
         clock: Clock,
         consumer_group: str,
+        revoked_sessions: RevokedSessions,
     ) -> None:
         self.settings = settings
         self.registry = registry
         # Whose processed events count as seen by this service's reads (min_position).
         self.consumer_group = consumer_group
+        # Tokens refused after identity ended their sessions (fed from identity.user).
+        self.revoked_sessions = revoked_sessions
         self.clock = clock
         self._runtime = runtime
         self._store: PostgresEventStore | None = None

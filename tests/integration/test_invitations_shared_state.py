@@ -1,5 +1,5 @@
-"""What replicas share through PostgreSQL and Kafka: the lookup limit, and the platform's name
-and default locale from identity.platform; on the real servers."""
+"""What replicas share through PostgreSQL and Kafka: the lookup limit, the platform's name and
+default locale from identity.platform, and sessions identity ended; on the real servers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from schemas.identity import PlatformSettingsChanged
+from schemas.identity import PlatformSettingsChanged, UserSuspended
 from services.invitations.scheduler import InvitationScheduler
 from services.invitations.testing import RunningInvitations, publish, running_invitations
 
@@ -107,3 +107,24 @@ async def test_the_platforms_name_and_locale_come_from_identity_platform_once_it
     assert after.json()["locale"] == "de"
     assert chosen.json()["locale"] == "uk"
     assert stored["time_zone"] == "Europe/Berlin"
+
+
+async def test_a_token_issued_before_identity_suspended_the_person_is_refused(
+    database_url: str, kafka_bootstrap: str, kafka_topics: Any
+) -> None:
+    async with running_invitations(database_url, kafka_bootstrap, kafka_topics) as inv:
+        token = {"Authorization": f"Bearer {inv.token()}"}
+        before = await inv.client.get(f"/v1/invitations/{uuid4()}", headers=token)
+        await asyncio.sleep(1.1)  # iat has whole seconds: the token is from an earlier one
+        await publish(kafka_bootstrap, inv.settings.user_topic, inv.manager_id, UserSuspended(
+            user_id=inv.manager_id, reason="left the organizing team", suspended_by=uuid4()))
+        async with asyncio.timeout(30):
+            while (after := await inv.client.get(f"/v1/invitations/{uuid4()}",
+                                                 headers=token)).status_code != 401:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.1)  # past the revocation's own second
+        fresh = await inv.client.get(f"/v1/invitations/{uuid4()}", headers=inv.auth())
+
+    assert before.status_code == 404  # the token worked: no such invitation
+    assert after.status_code == 401 and after.headers["content-type"] == "application/problem+json"
+    assert fresh.status_code == 404  # a token signed after the suspension is identity's call
