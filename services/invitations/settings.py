@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -20,8 +20,9 @@ from schemas.values import Locale
 DEV_SECRET = "guestlist-local-development-invitations-secret"  # noqa: S105 - public dev default
 # Must equal identity's INVITATION_CODE_KEY (its default is this same text).
 DEV_INVITATION_CODE_KEY = "guestlist-local-development-invitation-codes"
-# The community every registered person is a member of, unless an invitation names another.
-DEFAULT_COMMUNITY_ID = UUID("00000000-0000-4000-8000-000000000001")
+# The community every registered person is a member of, unless an invitation names another:
+# identity's platform id (its settings stream), which identity grants community_member in.
+DEFAULT_COMMUNITY_ID = uuid5(NAMESPACE_URL, "https://guestlist.dev/platform")
 
 
 class InvitationsSettings(ServiceSettings):
