@@ -27,7 +27,7 @@ from services.identity.audit_timeline import AuditTimeline
 from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
 from services.identity.dependencies import IdentityHandlers
 from services.identity.derived_keys import DerivedKeys
-from services.identity.domain import DomainError, LockoutPolicy
+from services.identity.domain import DomainError, LockoutPolicy, ResetMailPolicy
 from services.identity.handlers import UnitOfWork
 from services.identity.personal_data_api import build_personal_data_router
 from services.identity.personal_data_keys import PersonalDataKeys
@@ -73,6 +73,7 @@ def build_app(settings: IdentitySettings) -> FastAPI:
         policy=LockoutPolicy(settings.lockout_threshold, settings.lockout_window,
                              settings.lockout_duration),
         refresh_ttl=settings.refresh_token_ttl, reset_ttl=settings.password_reset_ttl,
+        reset_mails=ResetMailPolicy(settings.reset_mail_limit, settings.reset_mail_window),
     )
 
     @asynccontextmanager

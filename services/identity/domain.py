@@ -19,6 +19,7 @@ from schemas.identity import (
     LoginFailed,
     LoginFailure,
     LoginSucceeded,
+    PasswordResetRequested,
     RevocationCause,
     RoleGranted,
     RoleRevoked,
@@ -88,6 +89,15 @@ class LockoutPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ResetMailPolicy:
+    """At most ``limit`` reset mails per account within ``window``: a known address cannot be
+    flooded by anyone who types it in. Requests past it are dropped, the answer stays 202."""
+
+    limit: int = 3
+    window: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
 class Granter:
     """Who grants or revokes a role, with the roles they hold now (not those in their token)."""
 
@@ -143,6 +153,7 @@ class User:
     version: int = 0
     roles: set[RoleAssignment] = field(default_factory=set)
     recent_failures: list[datetime] = field(default_factory=list)
+    reset_mails: list[datetime] = field(default_factory=list)  # PasswordResetRequested times
     locked_until: datetime | None = None
     suspended_until: datetime | None = None
     delete_after: datetime | None = None
@@ -186,6 +197,8 @@ class User:
                 self.locked_until, self.recent_failures = until, []
             case LoginSucceeded():
                 self.recent_failures = []
+            case PasswordResetRequested():
+                self.reset_mails.append(at)
             case _:
                 pass
 
@@ -224,6 +237,14 @@ class User:
             case UserStatus.SUSPENDED:
                 return "account_suspended"
         return "account_locked" if self.is_locked(now) else None
+
+    def may_mail_reset(self, now: datetime, policy: ResetMailPolicy) -> bool:
+        """Whether a reset request now may produce a token and a mail: a live account that
+        got fewer than ``policy.limit`` of them within the window."""
+        if self.status in (UserStatus.DELETED, None):
+            return False
+        recent = [at for at in self.reset_mails if now - at < policy.window]
+        return len(recent) < policy.limit
 
     # -- deciding -------------------------------------------------------------
 

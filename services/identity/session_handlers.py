@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 from eventkit.http.problems import Problem
 from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
-from services.identity.domain import LockoutPolicy, User, UserStatus
+from services.identity.domain import LockoutPolicy, ResetMailPolicy, User
 from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
 from services.identity.passwords import hash_password, verify_password
 from services.identity.problems import (
@@ -59,12 +59,14 @@ class SessionHandlers:
     def __init__(
         self, work: UnitOfWork, *, minter: TokenMinter, policy: LockoutPolicy,
         refresh_ttl: timedelta, reset_ttl: timedelta,
+        reset_mails: ResetMailPolicy,
     ) -> None:
         self.work = work
         self.minter = minter
         self._policy = policy
         self._refresh_ttl = refresh_ttl
         self._reset_ttl = reset_ttl
+        self._reset_mails = reset_mails
 
     async def sign_in(self, *, email: str, password: str, client_address: str | None) -> Tokens:
         email_hash = self.work.keys.email_hash(email)
@@ -275,16 +277,19 @@ class SessionHandlers:
             done += 1
 
     async def _reset_requested(self, tx: PostgresTransaction, email_hash: str) -> None:
-        """A known, live account gets a reset token, sealed for the mailer on the event."""
+        """A known, live account gets a reset token, sealed for the mailer on the event,
+        unless it got its allowance of reset mails within the window: decided here, after
+        the answer, so the answer stays the same for every address however often it is asked.
+        Two replicas racing on one account append at the same version: one of them retries."""
         user_id: UUID | None = await tx.connection.fetchval(
             "SELECT user_id FROM credentials WHERE email_hash = $1", email_hash
         )
         if user_id is None:
             return
         user = await self.work.load_user(tx, user_id)
-        if user.status in (UserStatus.DELETED, None):
-            return
         now = self.work.clock()
+        if not user.may_mail_reset(now, self._reset_mails):
+            return
         token = new_secret_token()
         await tx.connection.execute(
             "INSERT INTO one_time_tokens (token_hash, user_id, purpose, expires_at) "

@@ -43,6 +43,10 @@ class IdentitySettings(ServiceSettings):
     password_min_length: int = Field(default=12, ge=8, le=128)
     confirmation_token_ttl: timedelta = Field(default=timedelta(days=2), gt=timedelta(0))
     password_reset_ttl: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
+    # At most RESET_MAIL_LIMIT reset mails per account within RESET_MAIL_WINDOW; more requests
+    # are answered alike (202) and dropped by the scheduler.
+    reset_mail_limit: int = Field(default=3, ge=1)
+    reset_mail_window: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
     deletion_grace: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
     # How long the notifications service may open the address of the deletion notice.
     deletion_notice_ttl: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
@@ -71,7 +75,7 @@ class IdentitySettings(ServiceSettings):
     @field_validator(
         "access_token_ttl", "refresh_token_ttl", "service_token_ttl", "signing_key_rotation",
         "lockout_window", "lockout_duration", "confirmation_token_ttl", "password_reset_ttl",
-        "deletion_grace", "deletion_notice_ttl", mode="before",
+        "reset_mail_window", "deletion_grace", "deletion_notice_ttl", mode="before",
     )
     @classmethod
     def _seconds(cls, value: object) -> object:

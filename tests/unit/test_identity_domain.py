@@ -12,6 +12,7 @@ from eventkit.registry import EventData
 from schemas.identity import (
     LoginFailed,
     LoginSucceeded,
+    PasswordResetRequested,
     RoleGranted,
     RoleRevoked,
     SessionsRevoked,
@@ -30,6 +31,7 @@ from services.identity.domain import (
     GrantRefused,
     InvalidTransition,
     LockoutPolicy,
+    ResetMailPolicy,
     UnknownUser,
     User,
     UserStatus,
@@ -173,6 +175,39 @@ def test_given_a_deletion_request_then_the_deletion_is_due_after_the_grace() -> 
     user = active()
     user.apply(events[0], NOW)
     assert user.delete_after == NOW + timedelta(days=30)
+
+
+# -- reset mails ---------------------------------------------------------------
+
+RESET_MAILS = ResetMailPolicy(limit=3, window=timedelta(hours=1))
+
+
+def reset_mailed(user: User, at: datetime) -> None:
+    user.apply(PasswordResetRequested(user_id=USER, expires_at=at + timedelta(hours=1)), at)
+
+
+def test_given_two_reset_mails_within_the_hour_when_a_third_is_asked_then_it_may_go() -> None:
+    user = active()
+    reset_mailed(user, NOW)
+    reset_mailed(user, NOW + timedelta(minutes=10))
+    assert user.may_mail_reset(NOW + timedelta(minutes=20), RESET_MAILS)
+
+
+def test_given_three_reset_mails_within_the_hour_when_a_fourth_is_asked_then_it_may_not() -> None:
+    user = active()
+    for minute in (0, 10, 20):
+        reset_mailed(user, NOW + timedelta(minutes=minute))
+    assert not user.may_mail_reset(NOW + timedelta(minutes=59), RESET_MAILS)
+    # An hour after the first, one place is free again.
+    assert user.may_mail_reset(NOW + timedelta(hours=1), RESET_MAILS)
+
+
+def test_a_deleted_or_unknown_account_gets_no_reset_mail() -> None:
+    assert not given(REGISTERED, CONFIRMED, DELETED).may_mail_reset(NOW, RESET_MAILS)
+    assert not given().may_mail_reset(NOW, RESET_MAILS)
+    # An unconfirmed or suspended account may still reset its password.
+    assert given(REGISTERED).may_mail_reset(NOW, RESET_MAILS)
+    assert given(REGISTERED, CONFIRMED, SUSPENDED).may_mail_reset(NOW, RESET_MAILS)
 
 
 # -- sign-in and lockout -------------------------------------------------------
