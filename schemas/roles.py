@@ -7,9 +7,14 @@ permission table belongs here too, next to the names it refers to.
 from __future__ import annotations
 
 from typing import Literal, Self, get_args
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from pydantic import BaseModel, ConfigDict, model_validator
+
+# The one default community: everyone registered joins it as community_member, and an
+# invitation's community role that names no community is for it. Its id is the platform's
+# (identity's platform settings stream), so a platform has exactly one.
+DEFAULT_COMMUNITY_ID = uuid5(NAMESPACE_URL, "https://guestlist.dev/platform")
 
 PlatformRole = Literal[
     "platform_manager",

@@ -25,7 +25,7 @@ from schemas.identity import (
     UserDeleted,
     UserProfileUpdated,
 )
-from schemas.roles import DEFAULT_COMMUNITY_ROLE, RoleAssignment
+from schemas.roles import DEFAULT_COMMUNITY_ID, DEFAULT_COMMUNITY_ROLE, RoleAssignment
 from services.identity.commands import (
     DeleteUser,
     GrantRole,
@@ -55,8 +55,6 @@ from services.identity.queries import profile
 from services.identity.registration import KnownInvitation, admit, register
 from services.identity.service_clients import delivery_key
 
-# Everyone registered is a member of the platform's default community (its id is the platform's).
-DEFAULT_COMMUNITY_ID = PLATFORM_ID
 DEFAULT_ROLE = RoleAssignment(
     role=DEFAULT_COMMUNITY_ROLE, scope="community", community_id=DEFAULT_COMMUNITY_ID
 )

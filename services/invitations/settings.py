@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from pydantic import Field, SecretStr, field_validator
 
 from eventkit.settings import Duration, Port, ServiceSettings
+from schemas.roles import DEFAULT_COMMUNITY_ID
 from schemas.values import Locale
 
 DEV_SECRET = "guestlist-local-development-invitations-secret"  # noqa: S105 - public dev default
 # Must equal identity's INVITATION_CODE_KEY (its default is this same text).
 DEV_INVITATION_CODE_KEY = "guestlist-local-development-invitation-codes"
-# The community every registered person is a member of, unless an invitation names another:
-# identity's platform id (its settings stream), which identity grants community_member in.
-DEFAULT_COMMUNITY_ID = uuid5(NAMESPACE_URL, "https://guestlist.dev/platform")
 
 
 class InvitationsSettings(ServiceSettings):

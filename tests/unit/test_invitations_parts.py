@@ -11,7 +11,6 @@ from eventkit.settings import ConfigurationError, load_settings
 from guestlist.stack.topology import stack_topics
 from schemas.access import InvitationsPersonalDataViewed
 from services.audit.settings import DEFAULT_TOPIC_PATTERN
-from services.identity.account_handlers import DEFAULT_COMMUNITY_ID as IDENTITY_COMMUNITY
 from services.invitations.bulk import BadUpload, rows_from_csv, storable
 from services.invitations.lookup_limit import window_of
 from services.invitations.secrets import ServiceSecrets, is_well_formed_code, new_code
@@ -160,7 +159,3 @@ def test_a_csv_with_old_mac_line_ends_or_quoted_line_breaks_is_read_row_by_row()
 def test_a_csv_field_beyond_what_the_csv_module_reads_refuses_the_upload() -> None:
     with pytest.raises(BadUpload, match="the CSV cannot be read: field larger"):
         rows_from_csv("invitee_email,greeting\na@b.co," + "x" * 200_000 + "\n", max_rows=5)
-
-
-def test_the_default_community_is_the_one_identity_makes_everyone_a_member_of() -> None:
-    assert InvitationsSettings(database_url=URL).default_community_id == IDENTITY_COMMUNITY
