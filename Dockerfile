@@ -54,11 +54,12 @@ LABEL org.opencontainers.image.title="guestlist" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # A fixed numeric id, so Kubernetes' runAsNonRoot can check it; the mail
-# directory is where the SMTP sink keeps its .eml files when compose runs it.
+# directory is where the SMTP sink keeps its .eml files when compose runs it,
+# the audit directory where compose keeps audit's checkpoint signing key.
 RUN groupadd --system --gid 10001 guestlist \
  && useradd --system --uid 10001 --gid guestlist --home-dir /nonexistent \
         --no-create-home --shell /usr/sbin/nologin guestlist \
- && install -d -o 10001 -g 10001 -m 0750 /var/lib/guestlist/mail
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/guestlist/mail /var/lib/guestlist/audit
 
 COPY --from=build /app/.venv /app/.venv
 
