@@ -14,11 +14,18 @@ event and still decrypt. Readers (audit, projections, notifications) ask a
 answers None and the value reads as :data:`ERASED`. Nothing else changes, so
 an audit chain over the ciphertext still verifies after erasure.
 
-:class:`HttpKeyResolver` fetches keys from identity's internal endpoint
+:class:`HttpKeyResolver` fetches keys from a key owner's internal endpoint
 ``GET /v1/internal/personal-data-keys/{subject_id}`` with a service token
-(:class:`ServiceCredentials`, from ``POST /v1/service-tokens``) and caches
-answers briefly: an erased key stops working everywhere within
+(:class:`ServiceCredentials`, from identity's ``POST /v1/service-tokens``) and
+caches answers briefly: an erased key stops working everywhere within
 ``cache_seconds``.
+
+More than one service owns keys (identity those of people, invitations those
+of invitees). :class:`KeyOwners` routes to each owner's resolver: by the
+owning service when the reader knows it (the ``ce_source`` of the event the
+value came in, :func:`owner_of_source`), otherwise by asking the owners in a
+fixed order; key ids are UUIDs, so two owners never hold the same one, and
+each owner's "no such key" is cached like any answer.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import binascii
 import os
 import time
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -168,8 +176,18 @@ class ServiceCredentials:
             return self._token
 
 
+class MissingCredentials:
+    """A token source for a reader configured without a secret: every key read fails."""
+
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def token(self) -> str:
+        raise KeyUnavailable(self._reason)
+
+
 class HttpKeyResolver:
-    """Keys from identity over HTTP, each answer (an erasure too) cached ``cache_seconds``."""
+    """Keys from one owner over HTTP, each answer (an erasure too) cached ``cache_seconds``."""
 
     def __init__(
         self, base_url: str, *, client: httpx.AsyncClient, credentials: TokenSource,
@@ -195,15 +213,103 @@ class HttpKeyResolver:
                 headers={"Authorization": f"Bearer {token}", "X-Purpose": self._purpose},
             )
         except httpx.HTTPError as error:
-            raise KeyUnavailable(f"identity's key endpoint is unreachable: {error}") from error
+            raise KeyUnavailable(f"{self._base_url}'s key endpoint is unreachable: {error}"
+                                 ) from error
         if response.status_code in (404, 410):
             key: bytes | None = None
         elif response.status_code == 200:
             key = base64.urlsafe_b64decode(response.json()["key"])
         else:
-            raise KeyUnavailable(f"identity's key endpoint answered {response.status_code}")
+            raise KeyUnavailable(
+                f"{self._base_url}'s key endpoint answered {response.status_code}"
+            )
         self._cache[subject_id] = (key, self._clock())
         return key
+
+
+SOURCE_PREFIX = "/guestlist/"
+
+
+def owner_of_source(source: str) -> str | None:
+    """The service a ``ce_source`` (``/guestlist/<service>``) names, or None for another."""
+    if not source.startswith(SOURCE_PREFIX):
+        return None
+    return source[len(SOURCE_PREFIX) :] or None
+
+
+class KeyOwners:
+    """The key owners a reader opens values of, each by its own resolver.
+
+    As a :class:`KeyResolver` it asks the owners in the order given and
+    answers the first key found: for values whose owner is not known. A
+    value's key counts as erased only when every owner says so; an owner
+    that cannot answer makes the whole answer :class:`KeyUnavailable` unless
+    another owner has the key.
+    """
+
+    def __init__(self, resolvers: Mapping[str, KeyResolver]) -> None:
+        if not resolvers:
+            raise ValueError("name at least one key owner")
+        self.resolvers: Mapping[str, KeyResolver] = MappingProxyType(dict(resolvers))
+
+    def of(self, owner: str) -> KeyResolver:
+        """The resolver of ``owner``; a LookupError for a service that owns no keys here."""
+        try:
+            return self.resolvers[owner]
+        except KeyError:
+            raise LookupError(f"no key resolver for the personal data of {owner!r}") from None
+
+    def first(self, owner: str | None) -> KeyOwners:
+        """The same owners, ``owner`` asked first (the service an event came from)."""
+        if owner is None or owner not in self.resolvers:
+            return self
+        return KeyOwners({owner: self.resolvers[owner], **self.resolvers})
+
+    async def key_for(self, subject_id: str) -> bytes | None:
+        unavailable: KeyUnavailable | None = None
+        for resolver in self.resolvers.values():
+            try:
+                key = await resolver.key_for(subject_id)
+            except KeyUnavailable as error:
+                unavailable = unavailable or error
+                continue
+            if key is not None:
+                return key
+        if unavailable is not None:
+            raise unavailable
+        return None
+
+    async def reveal(self, value: str, *, owner: str | None = None) -> str | None:
+        """``value`` in clear, None once its key was erased; ``owner`` if known."""
+        if not is_encrypted(value):
+            return value  # written before encryption was switched on
+        resolver = self if owner is None else self.of(owner)
+        key = await resolver.key_for(subject_of(value))
+        return None if key is None else decrypt_value(value, key=key)
+
+
+def key_owners(
+    urls: Mapping[str, str], *, client: httpx.AsyncClient, credentials: TokenSource,
+    purpose: str, cache_seconds: float = 30.0,
+) -> KeyOwners:
+    """One :class:`HttpKeyResolver` per owning service (name → base URL), in that order."""
+    return KeyOwners({
+        owner: HttpKeyResolver(url, client=client, credentials=credentials, purpose=purpose,
+                               cache_seconds=cache_seconds)
+        for owner, url in urls.items()
+    })  # fmt: skip
+
+
+def service_credentials(
+    identity_url: str, *, client_id: str, secret: str | None, client: httpx.AsyncClient,
+) -> TokenSource:
+    """The service client's token source, or one that fails every read without a secret."""
+    if secret is None:
+        return MissingCredentials(
+            f"no service client secret for {client_id!r}: personal data cannot be opened"
+        )
+    return ServiceCredentials(f"{identity_url.rstrip('/')}/v1/service-tokens",
+                              client_id=client_id, client_secret=secret, client=client)
 
 
 def encode_key(key: bytes) -> str:
