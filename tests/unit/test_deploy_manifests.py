@@ -1,22 +1,31 @@
-"""The deployment files agree with the code: services, ports, topics, hardening.
+"""The deployment files agree with the code: services, ports, topics, settings, hardening.
 
 Neither a cluster nor a Docker engine is needed: the Kubernetes manifests, the
 compose file and the Dockerfile are parsed and compared with the service list
-and the topic topology of `guestlist.stack`, so a service, port or topic the
-deployment misses fails here instead of in a cluster.
+and the topic topology of `guestlist.stack` and with each service's settings
+class, so a service, port, topic or setting the deployment misses (or a setting
+it still sets after the code dropped it) fails here instead of in a cluster.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from eventkit.settings import ServiceSettings, environment_variable, load_settings
 from guestlist.stack.services import SERVICES, ServiceSpec
 from guestlist.stack.topology import stack_topics
+from services.audit.settings import AuditSettings
+from services.identity.settings import IdentitySettings
+from services.invitations.settings import InvitationsSettings
+from services.notifications.settings import NotificationsSettings
+from services.projections.settings import ProjectionsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -27,6 +36,23 @@ POSTGRES_INIT = ROOT / "deploy" / "compose" / "postgres-init.sh"
 
 Manifest = dict[str, Any]
 BY_NAME = pytest.mark.parametrize("spec", SERVICES, ids=[spec.name for spec in SERVICES])
+
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "identity": IdentitySettings, "invitations": InvitationsSettings,
+    "notifications": NotificationsSettings, "audit": AuditSettings,
+    "projections": ProjectionsSettings,
+}
+# Settings with a default that runs but does not do the service's work in a deployment.
+NEEDED_DESPITE_A_DEFAULT: dict[str, set[str]] = {
+    # Without clients nobody may fetch a personal-data or delivery key: no mail, no names.
+    "identity": {"SERVICE_CLIENTS"},
+    # Without their client secret they cannot open personal data.
+    "notifications": {"SERVICE_CLIENT_SECRET"},
+    "projections": {"SERVICE_CLIENT_SECRET"},
+    "audit": {"AUDIT_SERVICE_CLIENT_SECRET",
+              # The default is a relative path: not writable in a read-only container.
+              "AUDIT_SIGNING_KEY_FILE"},
+}
 
 
 def documents(path: Path) -> list[Manifest]:
@@ -158,9 +184,11 @@ def test_each_service_has_a_secret_template_without_a_real_value(spec: ServiceSp
     (secret,) = documents(K8S / "secret-templates" / f"{spec.name}.yaml")
     assert secret["kind"] == "Secret"
     assert secret["metadata"]["name"] == f"guestlist-{spec.name}"
-    assert set(secret["stringData"]) == {"DATABASE_URL"}
+    assert "DATABASE_URL" in secret["stringData"]
     url = secret["stringData"]["DATABASE_URL"]
     assert re.fullmatch(rf"postgresql://{spec.database}:REPLACE_ME@[^/]+/{spec.database}", url)
+    for variable, value in secret["stringData"].items():
+        assert "REPLACE_ME" in str(value), f"{variable} holds a value"
 
 
 def test_the_topics_job_creates_exactly_the_stack_topology() -> None:
@@ -276,3 +304,165 @@ def test_the_dockerfile_builds_the_locked_environment_and_runs_unprivileged() ->
     assert dockerfile_uid() != 0
     healthcheck = re.search(r"^HEALTHCHECK .*$\n.*$", text, re.M)
     assert healthcheck and "/healthz" in healthcheck.group(0)
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+LOOPBACK = r"//(127\.0\.0\.1|localhost)\b|^127\."
+
+
+def variables(settings_type: type[ServiceSettings]) -> dict[str, str]:
+    """Each environment variable the settings class reads, with its field name."""
+    return {environment_variable(settings_type, (name,)): name
+            for name in settings_type.model_fields}
+
+
+def is_secret(settings_type: type[ServiceSettings], variable: str) -> bool:
+    annotation = settings_type.model_fields[variables(settings_type)[variable]].annotation
+
+    def holds_secret(kind: Any) -> bool:
+        return kind is SecretStr or any(holds_secret(arg) for arg in get_args(kind))
+
+    return holds_secret(annotation)
+
+
+def needed(settings_type: type[ServiceSettings], service: str) -> set[str]:
+    """What a deployment must set: a setting without a default, one whose default is
+    a loopback address or a development secret, and those named above."""
+    must = set(NEEDED_DESPITE_A_DEFAULT.get(service, set()))
+    for variable, name in variables(settings_type).items():
+        field = settings_type.model_fields[name]
+        if field.is_required():
+            must.add(variable)
+            continue
+        default = field.get_default(call_default_factory=True)
+        development = isinstance(default, SecretStr) or (
+            isinstance(default, str) and re.search(LOOPBACK, default) is not None
+        )
+        if development:
+            must.add(variable)
+    return must
+
+
+def compose_environment(service: str) -> dict[str, str]:
+    environment: dict[str, Any] = compose()["services"][service]["environment"]
+    return {name: str(value) for name, value in environment.items()}
+
+
+def with_compose_defaults(value: str) -> str:
+    """A compose value as `docker compose` reads it when no variable is set."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value).replace("$$", "$")
+
+
+def kubernetes_environment(service: str) -> dict[str, tuple[str, str]]:
+    """Each variable of the service's pods: (where it comes from, its value)."""
+    (container,) = find("Deployment", service)["spec"]["template"]["spec"]["containers"]
+    found = {name: ("configmap", str(value))
+             for name, value in find("ConfigMap", "guestlist-config")["data"].items()}
+    (secret,) = documents(K8S / "secret-templates" / f"{service}.yaml")
+    found |= {name: ("secret", str(value)) for name, value in secret["stringData"].items()}
+    found |= {item["name"]: ("env", str(item.get("value"))) for item in container["env"]}
+    return found
+
+
+@BY_NAME
+def test_compose_sets_every_setting_a_service_needs_and_it_starts_from_them(
+    spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_type = SETTINGS[spec.name]
+    environment = compose_environment(spec.name)
+    missing = needed(settings_type, spec.name) - set(environment)
+    assert not missing, f"docker-compose.yml does not set {sorted(missing)} for {spec.name}"
+    for variable in variables(settings_type):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, with_compose_defaults(value))
+    load_settings(settings_type)  # a ConfigurationError names what is wrong
+
+
+@BY_NAME
+def test_compose_sets_no_variable_the_service_does_not_read(spec: ServiceSpec) -> None:
+    stale = set(compose_environment(spec.name)) - set(variables(SETTINGS[spec.name]))
+    assert not stale, f"{spec.name} does not read {sorted(stale)} (docker-compose.yml)"
+
+
+@BY_NAME
+def test_kubernetes_sets_every_setting_a_service_needs_secrets_from_its_secret(
+    spec: ServiceSpec,
+) -> None:
+    settings_type = SETTINGS[spec.name]
+    environment = kubernetes_environment(spec.name)
+    missing = needed(settings_type, spec.name) - set(environment)
+    assert not missing, f"deploy/k8s does not set {sorted(missing)} for {spec.name}"
+    for variable, (source, _) in environment.items():
+        if variable in variables(settings_type) and is_secret(settings_type, variable):
+            assert source == "secret", f"{variable} of {spec.name} comes from its {source}"
+    (secret,) = documents(K8S / "secret-templates" / f"{spec.name}.yaml")
+    stale = set(secret["stringData"]) - set(variables(settings_type))
+    assert not stale, f"{spec.name} does not read {sorted(stale)} (its Secret template)"
+
+
+def test_the_config_map_holds_only_settings_some_service_reads_and_no_secret() -> None:
+    read = {variable: settings_type for settings_type in SETTINGS.values()
+            for variable in variables(settings_type)}
+    for variable in find("ConfigMap", "guestlist-config")["data"]:
+        assert variable in read, f"no service reads {variable} (guestlist-config)"
+        for settings_type in SETTINGS.values():
+            if variable in variables(settings_type):
+                assert not is_secret(settings_type, variable), f"{variable} is a secret"
+
+
+def test_the_shared_secrets_agree_in_compose() -> None:
+    identity = compose_environment("identity")
+    assert identity["INVITATION_CODE_KEY"] == compose_environment("invitations")[
+        "INVITATION_CODE_KEY"]
+    clients = dict(pair.split("=", 1) for pair in identity["SERVICE_CLIENTS"].split(","))
+    secrets = {name: compose_environment(name)[variable]
+               for name, settings_type in SETTINGS.items()
+               for variable in variables(settings_type)
+               if variable.endswith("SERVICE_CLIENT_SECRET")}
+    assert clients == secrets
+
+
+def test_identity_knows_every_service_client_in_kubernetes() -> None:
+    (identity,) = documents(K8S / "secret-templates" / "identity.yaml")
+    pairs = identity["stringData"]["SERVICE_CLIENTS"].split(",")
+    listed = {pair.split("=", 1)[0] for pair in pairs}
+    with_secret = {name for name, settings_type in SETTINGS.items()
+                   if any(v.endswith("SERVICE_CLIENT_SECRET") for v in variables(settings_type))}
+    assert listed == with_secret
+
+
+def test_the_audit_signing_key_is_a_mounted_secret_with_a_template() -> None:
+    pod = find("Deployment", "audit")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = Path(kubernetes_environment("audit")["AUDIT_SIGNING_KEY_FILE"][1])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (name,) = [n for n, m in mounts.items() if Path(m["mountPath"]) == path.parent]
+    assert mounts[name]["readOnly"] is True
+    secret_name = volumes[name]["secret"]["secretName"]
+    (template,) = documents(K8S / "secret-templates" / "audit-signing-key.yaml")
+    assert template["metadata"]["name"] == secret_name
+    assert set(template["stringData"]) == {path.name}
+
+
+def test_every_service_url_in_kubernetes_is_open_in_the_network_policies() -> None:
+    policies = [m for m in base_manifests() if m["kind"] == "NetworkPolicy"]
+    ports = {spec.name: spec.port for spec in SERVICES}
+    for spec in SERVICES:
+        labels = pod_labels(find("Deployment", spec.name))
+        reads = variables(SETTINGS[spec.name])
+        for variable, (_, value) in kubernetes_environment(spec.name).items():
+            host = urlsplit(value).hostname or ""
+            target = host.split(".")[0]
+            if variable not in reads or not host.endswith(".guestlist.svc") or target == spec.name:
+                continue
+            assert any(
+                selects(policy["spec"]["podSelector"].get("matchLabels", {}), labels)
+                and any(port["port"] == ports[target] for port in rule.get("ports", []))
+                and any(peer.get("podSelector", {}).get("matchLabels", {}).get(
+                    "app.kubernetes.io/name") == target for peer in rule.get("to", []))
+                for policy in policies for rule in policy["spec"].get("egress", [])
+            ), f"{spec.name} reads {variable}={value} but may not reach {target}"
