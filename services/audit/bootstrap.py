@@ -12,12 +12,7 @@ from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.migrations import apply_migrations
-from eventkit.personal_data import (
-    HttpKeyResolver,
-    KeyResolver,
-    KeyUnavailable,
-    ServiceCredentials,
-)
+from eventkit.personal_data import KeyResolver, key_owners, service_credentials
 from eventkit.postgres_store import PostgresTransaction
 from eventkit.runtime import ServiceRuntime
 from eventkit.store import utc_now
@@ -29,13 +24,6 @@ from services.audit.domain import ChainedEntry
 from services.audit.settings import AuditSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-class NoKeyService:
-    """Used when no key service is configured: personal data cannot be revealed."""
-
-    async def key_for(self, subject_id: str) -> bytes | None:
-        raise KeyUnavailable("AUDIT_SERVICE_CLIENT_SECRET is not set: no key service")
 
 
 def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> FastAPI:
@@ -52,12 +40,14 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
     key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
     if keys is None:
         secret = settings.audit_service_client_secret
-        keys = NoKeyService() if secret is None else HttpKeyResolver(
-            settings.audit_identity_url, client=key_client, purpose="audit_timeline",
-            credentials=ServiceCredentials(
-                f"{settings.audit_identity_url.rstrip('/')}/v1/service-tokens",
-                client_id=settings.audit_service_client_id,
-                client_secret=secret.get_secret_value(), client=key_client,
+        # The log holds every service's events: values are opened by whichever owner has the key.
+        keys = key_owners(
+            {"identity": settings.audit_identity_url,
+             "invitations": settings.audit_invitations_url},
+            client=key_client, purpose="audit_timeline",
+            credentials=service_credentials(
+                settings.audit_identity_url, client_id=settings.audit_service_client_id,
+                secret=None if secret is None else secret.get_secret_value(), client=key_client,
             ),
         )
 

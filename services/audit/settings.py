@@ -38,9 +38,11 @@ class AuditSettings(ServiceSettings):
     # Processes that recompute a long verification side by side (0: one per CPU).
     audit_verify_processes: int = Field(default=0, ge=0, le=64)
 
-    # Identity's internal key endpoint, reached with this service's own credentials;
-    # without a secret the timeline cannot reveal personal data (503).
+    # The key owners' internal key endpoints (identity: people, invitations: invitees),
+    # reached with a token of this service's own credentials from identity; without a
+    # secret the timeline cannot reveal personal data (503).
     audit_identity_url: str = "http://127.0.0.1:8001"
+    audit_invitations_url: str = "http://127.0.0.1:8002"
     audit_service_client_id: str = "audit"
     audit_service_client_secret: SecretStr | None = None
 

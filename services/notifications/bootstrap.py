@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from eventkit.http.app import create_service_app
 from eventkit.http.auth import RevokedSessions
 from eventkit.kafka_client import KafkaMessageSink
-from eventkit.personal_data import HttpKeyResolver, KeyUnavailable, ServiceCredentials
+from eventkit.personal_data import KeyOwners, key_owners, service_credentials
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, utc_now
@@ -25,7 +25,7 @@ from services.notifications.api import build_router
 from services.notifications.consumers import MailDecisions
 from services.notifications.delivery import GROUP, Sender
 from services.notifications.mailer import Mailer, SmtpMailer
-from services.notifications.personal_data import KeyedPersonalData, PersonalDataReader
+from services.notifications.personal_data import PersonalDataReader
 from services.notifications.queries import DeliveryLog
 from services.notifications.rendering import Renderer
 from services.notifications.settings import NotificationsSettings
@@ -34,25 +34,17 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 log = structlog.get_logger(__name__)
 
 
-class _NoCredentials:
-    async def token(self) -> str:
-        raise KeyUnavailable("SERVICE_CLIENT_SECRET is not set: personal data cannot be opened")
-
-
-def _personal_data(settings: NotificationsSettings, client: httpx.AsyncClient) -> KeyedPersonalData:
+def _personal_data(settings: NotificationsSettings, client: httpx.AsyncClient) -> KeyOwners:
     secret = settings.service_client_secret
-    credentials = _NoCredentials() if secret is None else ServiceCredentials(
-        f"{settings.identity_url.rstrip('/')}/v1/service-tokens",
-        client_id=settings.service_client_id, client_secret=secret.get_secret_value(),
-        client=client,
-    )  # fmt: skip
-    return KeyedPersonalData({
-        owner: HttpKeyResolver(url, client=client, credentials=credentials,
-                               purpose="notification_delivery",
-                               cache_seconds=settings.personal_data_cache_seconds)
-        for owner, url in (("identity", settings.identity_url),
-                           ("invitations", settings.invitations_url))
-    })  # fmt: skip
+    credentials = service_credentials(
+        settings.identity_url, client_id=settings.service_client_id, client=client,
+        secret=None if secret is None else secret.get_secret_value(),
+    )
+    return key_owners(
+        {"identity": settings.identity_url, "invitations": settings.invitations_url},
+        client=client, credentials=credentials, purpose="notification_delivery",
+        cache_seconds=settings.personal_data_cache_seconds,
+    )
 
 
 def _mailer(settings: NotificationsSettings) -> SmtpMailer:

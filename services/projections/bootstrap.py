@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.http.auth import RevokedSessions
-from eventkit.personal_data import HttpKeyResolver, KeyResolver, KeyUnavailable, ServiceCredentials
+from eventkit.personal_data import KeyOwners, KeyResolver, key_owners, service_credentials
 from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
@@ -37,26 +37,17 @@ def read_models(settings: ProjectionsSettings) -> tuple[ReadModel, ...]:
         takeover_window=timedelta(seconds=settings.takeover_window_seconds)))
 
 
-class _NoCredentials:
-    async def token(self) -> str:
-        raise KeyUnavailable("SERVICE_CLIENT_SECRET is not set: personal data cannot be opened")
-
-
-def _key_resolvers(settings: ProjectionsSettings, client: httpx.AsyncClient
-                   ) -> dict[str, KeyResolver]:
+def _key_owners(settings: ProjectionsSettings, client: httpx.AsyncClient) -> KeyOwners:
     secret = settings.service_client_secret
-    credentials = _NoCredentials() if secret is None else ServiceCredentials(
-        f"{settings.identity_url.rstrip('/')}/v1/service-tokens",
-        client_id=settings.service_client_id, client_secret=secret.get_secret_value(),
-        client=client,
-    )  # fmt: skip
-    return {
-        owner: HttpKeyResolver(url, client=client, credentials=credentials,
-                               purpose="dashboard_read_model",
-                               cache_seconds=settings.personal_data_cache_seconds)
-        for owner, url in (("identity", settings.identity_url),
-                           ("invitations", settings.invitations_url))
-    }  # fmt: skip
+    credentials = service_credentials(
+        settings.identity_url, client_id=settings.service_client_id, client=client,
+        secret=None if secret is None else secret.get_secret_value(),
+    )
+    return key_owners(
+        {"identity": settings.identity_url, "invitations": settings.invitations_url},
+        client=client, credentials=credentials, purpose="dashboard_read_model",
+        cache_seconds=settings.personal_data_cache_seconds,
+    )
 
 
 def topics_of(settings: ProjectionsSettings) -> tuple[str, ...]:
@@ -84,9 +75,10 @@ def build_app(
     )
     key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
     live = LiveChanges()
+    owners = KeyOwners(keys) if keys is not None else _key_owners(settings, key_client)
     context = ProjectionsContext(
         settings=settings, runtime=runtime, projector=projector, live=live,
-        revealer=Revealer(keys if keys is not None else _key_resolvers(settings, key_client)),
+        revealer=Revealer(owners),
     )
 
     @asynccontextmanager

@@ -34,9 +34,9 @@ async def _serve(stored_keys: dict[str, str], crash_after: int | None) -> None:
     from asgi_lifespan import LifespanManager
     from test_notifications_delivery import MemoryKeys as Keys
 
+    from eventkit.personal_data import KeyOwners
     from services.notifications.bootstrap import build_app
     from services.notifications.mailer import SmtpMailer
-    from services.notifications.personal_data import KeyedPersonalData
     from services.notifications.settings import NotificationsSettings
 
     settings = NotificationsSettings()  # from the environment the test gives
@@ -59,7 +59,7 @@ async def _serve(stored_keys: dict[str, str], crash_after: int | None) -> None:
             await smtp.close()
 
     app = build_app(settings, mailer=CrashingMailer(),
-                    personal_data=KeyedPersonalData({"identity": keys, "invitations": keys}))
+                    personal_data=KeyOwners({"identity": keys, "invitations": keys}))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

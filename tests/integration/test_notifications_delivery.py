@@ -31,7 +31,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from eventkit.envelope import Envelope, encode_data
-from eventkit.personal_data import encrypt_event, encrypt_value, new_data_key
+from eventkit.personal_data import KeyOwners, encrypt_event, encrypt_value, new_data_key
 from eventkit.publisher import KafkaPublisher
 from eventkit.registry import EventData
 from eventkit.testing.tokens import SigningKey, serve_jwks
@@ -43,7 +43,6 @@ from schemas.invitations import InvitationCreated
 from schemas.roles import RoleAssignment
 from services.notifications.bootstrap import build_app
 from services.notifications.domain import TemplateName, notification_id
-from services.notifications.personal_data import KeyedPersonalData
 from services.notifications.settings import NotificationsSettings
 
 pytestmark = pytest.mark.integration
@@ -202,7 +201,7 @@ async def running_service(
             retry_base_delay=timedelta(milliseconds=200), delivery_poll_interval=0.1,
             **overrides,
         )
-        app = build_app(settings, personal_data=KeyedPersonalData(
+        app = build_app(settings, personal_data=KeyOwners(
             {"identity": identity_keys, "invitations": invitation_keys}))
         async with LifespanManager(app, startup_timeout=TIMEOUT, shutdown_timeout=TIMEOUT):
             transport = httpx.ASGITransport(app=app)

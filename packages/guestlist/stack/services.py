@@ -101,10 +101,12 @@ def service_env(
         "SMTP_HOST": LOOPBACK,
         "SMTP_PORT": str(smtp_port),
         "IDENTITY_JWKS_URL": f"{identity.url}/.well-known/jwks.json",
-        # Where key readers fetch personal-data keys (audit prefixes its own settings).
+        # Where key readers fetch personal-data keys: identity keeps people's, invitations
+        # invitees' (audit prefixes its own settings).
         "IDENTITY_URL": identity.url,
         "AUDIT_IDENTITY_URL": identity.url,
         "INVITATIONS_URL": invitations.url,
+        "AUDIT_INVITATIONS_URL": invitations.url,
         # Where the audit log is read from (a person's data export, projections rebuilds).
         "AUDIT_URL": audit.url,
         # Identity's address, where notifications point confirmation and reset links.
