@@ -339,11 +339,20 @@ def build_router() -> APIRouter:
 
     @router.get("/internal/personal-data-keys/{subject_id}")
     async def personal_data_key(
-        subject_id: UUID, service: Service, _: KeyReader,
+        subject_id: UUID, service: Service, reader: KeyReader, purpose: Purpose = None,
     ) -> dict[str, str]:
-        """An invitation's data key, for services that decrypt its events (notifications)."""
+        """An invitation's data key, for services that decrypt its events (identity,
+        notifications, audit, projections); each key given is recorded as PersonalDataViewed
+        (field ``data_key``, the reading service's subject as actor), as identity does."""
         async with service.store.transaction() as tx:
             key = await service.handlers.keys.get(tx.connection, subject_id)
+            if key is not None:
+                await record_viewed(
+                    tx, service.registry, topic=service.settings.access_topic,
+                    actor=_person(reader), invitation_id=subject_id, fields=["data_key"],
+                    endpoint="GET /v1/internal/personal-data-keys/{subject_id}",
+                    purpose=purpose or "decrypt_events",
+                )
         if key is None:
             raise Problem(type_=NOT_FOUND, detail="no key: erased or never existed")
         return {"subject_id": str(subject_id), "key": encode_key(key)}
