@@ -6,7 +6,8 @@ or of one session, issued before a time), and ``UserSuspended``,
 from the time it was recorded. This module reads them by ``ce_type`` name
 only, so eventkit stays free of the event catalog.
 
-Every replica must see every revocation, so each process joins a consumer
+``ServiceRuntime`` runs this subscription in every service (none opts in or
+out). Every replica must see every revocation, so each process joins a consumer
 group of its own (``<service>.revocations.<random>``) and reads the topic from
 the beginning at start-up: the in-memory set is rebuilt after a restart. A
 revocation applied twice is the same revocation, so redelivery is harmless.
@@ -15,14 +16,15 @@ revocation applied twice is the same revocation, so redelivery is harmless.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 
 from eventkit.consumer import ConsumerSettings
 from eventkit.envelope import Envelope
 from eventkit.http.auth import RevokedSessions
-from eventkit.runtime import Subscription
 from eventkit.store import Transaction
+from eventkit.subscription import Subscription
 
 IDENTITY_USER_TOPIC = "identity.user"
 _ENDS_ALL_SESSIONS = frozenset({"UserSuspended", "UserDeleted", "RoleRevoked"})
@@ -61,7 +63,10 @@ def revocation_subscription(
     return Subscription(
         group=f"{service}.revocations.{uuid.uuid4().hex[:12]}",
         handler=handle,
-        topics=[topic],
+        # A pattern, not a list: where identity's topic does not exist yet (a stack being
+        # created, a test of another service) it is picked up when it appears, instead of
+        # holding the consumer in its start.
+        pattern=f"^{re.escape(topic)}$",
         # Short polls: a suspended person's token must stop working within a second.
         settings=settings or ConsumerSettings(poll_timeout=0.05, commit_interval=5.0),
     )

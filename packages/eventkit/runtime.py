@@ -1,7 +1,10 @@
 """What runs in a service for its whole life: its database, its outbox relay, its consumers.
 
-The composition root builds one ``ServiceRuntime`` and hands its lifespan and
-readiness checks to the app factory. Nothing starts before the lifespan does,
+The composition root builds one ``ServiceRuntime`` and hands it, its lifespan
+and readiness checks to the app factory. Every service verifies tokens, so
+every runtime also keeps ``revoked_sessions`` current from identity's events
+(``eventkit.revocations``) and the app's token verifier refuses what they
+revoke: no service can leave that out. Nothing starts before the lifespan does,
 and shutdown stops the consumers and the relay before the pool closes, so no
 work is cut off half-way through a transaction.
 """
@@ -12,49 +15,29 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 
-from eventkit.consumer import (
-    BatchHandler,
-    ConsumerRunner,
-    ConsumerSettings,
-    Handler,
-    kafka_consumer,
-)
+from eventkit.consumer import ConsumerRunner, kafka_consumer
 from eventkit.consumer_health import ConsumerLagCheck, ConsumerMetrics
 from eventkit.database import ServiceDatabase
+from eventkit.http.auth import RevokedSessions
 from eventkit.http.readiness import CheckResult, KafkaCheck, ReadinessCheck
 from eventkit.metrics import create_registry
 from eventkit.outbox import PostgresOutbox
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.publisher import KafkaPublisher
 from eventkit.relay import OutboxRelay
+from eventkit.revocations import IDENTITY_USER_TOPIC, revocation_subscription
 from eventkit.settings import ServiceSettings
+from eventkit.subscription import Subscription
+
+__all__ = ["OutboxBacklogCheck", "ServiceRuntime", "Subscription"]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """A consumer group of this service: what it reads and how it applies each event."""
-
-    group: str
-    handler: Handler | None = None
-    topics: Sequence[str] = ()
-    # A regular expression over topic names, for "every topic" readers such as the audit log.
-    pattern: str | None = None
-    settings: ConsumerSettings = field(default_factory=ConsumerSettings)
-    # Instead of ``handler``: applies all new events of a polled batch at once.
-    batch_handler: BatchHandler | None = None
-
-    def __post_init__(self) -> None:
-        if (self.handler is None) == (self.batch_handler is None):
-            raise ValueError(f"subscription {self.group}: give a handler or a batch handler")
 
 
 class _CurrentRunner:
@@ -99,17 +82,23 @@ class ServiceRuntime:
         registry: CollectorRegistry | None = None,
         subscriptions: Sequence[Subscription] = (),
         max_outbox_backlog: int = 10_000,
+        revocations_topic: str = IDENTITY_USER_TOPIC,
     ) -> None:
         self.settings = settings
+        self.revoked_sessions = RevokedSessions()
         self.registry = registry or create_registry()
         self.database = ServiceDatabase(
             settings.database_url,
             application_name=f"guestlist-{settings.service_name}",
             migrations=migrations,
         )
-        self._subscriptions = tuple(subscriptions)
+        self._subscriptions = (
+            *subscriptions,
+            revocation_subscription(self.revoked_sessions, service=settings.service_name,
+                                    topic=revocations_topic),
+        )
         self._current = {sub.group: _CurrentRunner(sub.group) for sub in self._subscriptions}
-        self._consumer_metrics = ConsumerMetrics(self.registry) if subscriptions else None
+        self._consumer_metrics = ConsumerMetrics(self.registry)
         self._max_outbox_backlog = max_outbox_backlog
         self._relay_task: asyncio.Task[None] | None = None
         self._store: PostgresEventStore | None = None

@@ -79,7 +79,7 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
         routers=[build_router()],
         readiness_checks=runtime.readiness_checks(),
         lifespan=lifespan,
-        registry=runtime.registry,
+        runtime=runtime,
     )
     app.state.audit = AuditContext(settings=settings, runtime=runtime, signer=signer, keys=keys,
                                    replays=replays)

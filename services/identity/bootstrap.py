@@ -13,10 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from eventkit.http.app import create_service_app
-from eventkit.http.auth import JwksKeySet, RevokedSessions, TokenVerifier
+from eventkit.http.auth import JwksKeySet, TokenVerifier
 from eventkit.http.problems import CONFLICT, Problem, problem_body, problem_response
 from eventkit.logging import get_logger
-from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import ConcurrencyError, utc_now
 from schemas.catalog import build_registry
@@ -44,15 +43,14 @@ log = get_logger("identity")
 def build_app(settings: IdentitySettings) -> FastAPI:
     keys = DerivedKeys.from_settings(settings)
     registry = build_registry()
-    revoked = RevokedSessions()
     runtime = ServiceRuntime(
         settings, migrations=[MIGRATIONS],
         subscriptions=[
             Subscription(group=INVITATIONS_GROUP, topics=[INVITATION_TOPIC],
                          handler=InvitationCopy(registry=registry, keys=keys)),
-            revocation_subscription(revoked, service="identity"),
         ],
     )
+    revoked = runtime.revoked_sessions
     signing_keys = SigningKeys(
         lambda: runtime.store.pool, wrapping_key=keys.signing_key_wrapping,
         rotation=settings.signing_key_rotation, token_ttl=settings.access_token_ttl,
@@ -96,8 +94,7 @@ def build_app(settings: IdentitySettings) -> FastAPI:
 
     app = create_service_app(
         settings, routers=[build_router(), build_personal_data_router(), build_jwks_router()],
-        readiness_checks=runtime.readiness_checks(), lifespan=lifespan,
-        revoked_sessions=revoked, registry=runtime.registry,
+        readiness_checks=runtime.readiness_checks(), lifespan=lifespan, runtime=runtime,
     )
     app.state.identity = IdentityHandlers(
         accounts=accounts, sessions=sessions,

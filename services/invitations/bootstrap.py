@@ -8,9 +8,7 @@ from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
 from eventkit.http.app import create_service_app
-from eventkit.http.auth import RevokedSessions
 from eventkit.logging import get_logger
-from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, Transaction, utc_now
 from schemas.catalog import build_registry
@@ -36,22 +34,20 @@ def build_service(
     async def react(envelope: Envelope, tx: Transaction) -> None:
         await InvitationReactions(holder[0].handlers, registry)(envelope, tx)
 
-    # Suspension, deletion and role revocation end live sessions here too (every replica
-    # reads them in a group of its own).
-    revoked = RevokedSessions()
     runtime = ServiceRuntime(
         settings,
         migrations=[MIGRATIONS],
         subscriptions=[
-            revocation_subscription(revoked, service=CONSUMER_GROUP, topic=settings.user_topic),
             Subscription(
                 group=CONSUMER_GROUP, handler=react,
                 topics=[settings.user_topic, settings.delivery_topic, settings.platform_topic],
             )
         ],
+        revocations_topic=settings.user_topic,
     )
     service = InvitationsService(settings, runtime, registry=registry, clock=clock,
-                                 consumer_group=CONSUMER_GROUP, revoked_sessions=revoked)
+                                 consumer_group=CONSUMER_GROUP,
+                                 revoked_sessions=runtime.revoked_sessions)
     holder.append(service)
     return service, runtime
 
@@ -65,8 +61,7 @@ def build_app(settings: InvitationsSettings, *, clock: Clock = utc_now) -> FastA
         routers=[build_router()],
         readiness_checks=runtime.readiness_checks(),
         lifespan=service.lifespan,
-        registry=runtime.registry,
-        revoked_sessions=service.revoked_sessions,
+        runtime=runtime,
         expose_headers=EXPOSED_HEADERS,
     )
     app.state.invitations = service

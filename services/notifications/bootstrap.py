@@ -14,10 +14,8 @@ import structlog
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
-from eventkit.http.auth import RevokedSessions
 from eventkit.kafka_client import KafkaMessageSink
 from eventkit.personal_data import KeyOwners, key_owners, service_credentials
-from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, utc_now
 from schemas.catalog import build_registry
@@ -87,13 +85,11 @@ def build_app(
     renderer = Renderer()
     decisions = MailDecisions(registry=registry, message_id_domain=settings.message_id_domain,
                               clock=clock)
-    # Suspension, deletion and role revocation end live sessions here too.
-    revoked = RevokedSessions()
     runtime = ServiceRuntime(
         settings,
         migrations=[MIGRATIONS],
-        subscriptions=[revocation_subscription(revoked, service="notifications",
-                                               topic=settings.user_topic), Subscription(
+        revocations_topic=settings.user_topic,
+        subscriptions=[Subscription(
             group=GROUP, handler=decisions,
             # A pattern, not a list: a topic that does not exist yet (a stack still being
             # created) is picked up when it appears instead of stalling the consumer.
@@ -141,8 +137,7 @@ def build_app(
         routers=[build_router(delivery_log)],
         readiness_checks=runtime.readiness_checks(),
         lifespan=lifespan,
-        revoked_sessions=revoked,
-        registry=runtime.registry,
+        runtime=runtime,
     )
     app.state.runtime = runtime
     return app

@@ -13,9 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
-from eventkit.http.auth import RevokedSessions
 from eventkit.personal_data import KeyOwners, KeyResolver, key_owners, service_credentials
-from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
 from services.projections import directory, failed_events_api, invitation_board, security_monitor
@@ -60,12 +58,8 @@ def build_app(
     settings: ProjectionsSettings, *, keys: Mapping[str, KeyResolver] | None = None
 ) -> FastAPI:
     """The service; tests pass their own key resolvers (identity, invitations)."""
-    revoked = RevokedSessions()
-    runtime = ServiceRuntime(
-        settings, migrations=[MIGRATIONS],
-        subscriptions=[revocation_subscription(revoked, service=settings.service_name,
-                                               topic=settings.user_topic)],
-    )
+    runtime = ServiceRuntime(settings, migrations=[MIGRATIONS],
+                             revocations_topic=settings.user_topic)
     projector = Projector(
         models=read_models(settings), topics=topics_of(settings),
         bootstrap=settings.kafka_bootstrap,
@@ -102,8 +96,7 @@ def build_app(
         routers=[build_router(), failed_events_api.build_router()],
         readiness_checks=[*runtime.readiness_checks(), *projector.readiness_checks()],
         lifespan=lifespan,
-        revoked_sessions=revoked,
-        registry=runtime.registry,
+        runtime=runtime,
         expose_headers=EXPOSED_HEADERS,
     )
     app.state.projections = context

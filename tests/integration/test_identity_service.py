@@ -18,9 +18,8 @@ from fastapi import APIRouter
 
 from eventkit.envelope import Envelope
 from eventkit.http.app import create_service_app
-from eventkit.http.auth import CurrentPrincipal, RevokedSessions
+from eventkit.http.auth import CurrentPrincipal
 from eventkit.personal_data import is_encrypted, subject_of
-from eventkit.revocations import revocation_subscription
 from eventkit.runtime import ServiceRuntime
 from schemas.invitations import InvitationCreated, InvitationRevoked
 from services.identity.derived_keys import keyed_hash
@@ -190,12 +189,10 @@ async def test_a_suspended_persons_token_is_refused_by_another_service_within_a_
         user_id, address = await register_active(client, app)
         token = (await sign_in(client, address)).json()["access_token"]
 
-        # Another service: verifies identity's tokens offline, learns revocations from Kafka.
+        # Another service: verifies identity's tokens offline, learns revocations from Kafka
+        # through its runtime, which every service has (nothing to opt into).
         settings = ProjectionsSettings(database_url=other_db, kafka_bootstrap=kafka_bootstrap)
-        revoked = RevokedSessions()
-        runtime = ServiceRuntime(
-            settings, subscriptions=[revocation_subscription(revoked, service="projections")]
-        )
+        runtime = ServiceRuntime(settings)
         router = APIRouter()
 
         @router.get("/v1/whoami")
@@ -203,8 +200,7 @@ async def test_a_suspended_persons_token_is_refused_by_another_service_within_a_
             return {"sub": principal.subject}
 
         other = create_service_app(settings, routers=[router], lifespan=runtime.lifespan,
-                                   revoked_sessions=revoked, registry=runtime.registry,
-                                   readiness_checks=runtime.readiness_checks())
+                                   runtime=runtime, readiness_checks=runtime.readiness_checks())
         identity_transport = httpx.ASGITransport(app=app)
         other.state.token_verifier.keys._client = httpx.AsyncClient(
             transport=identity_transport, base_url="http://identity")

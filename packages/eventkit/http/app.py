@@ -26,6 +26,7 @@ from eventkit.http.readiness import ReadinessCheck
 from eventkit.http.request_id import REQUEST_ID_HEADER, RequestIdMiddleware
 from eventkit.logging import configure_logging
 from eventkit.metrics import HttpMetrics, HttpMetricsMiddleware, create_registry
+from eventkit.runtime import ServiceRuntime
 from eventkit.settings import ServiceSettings
 from eventkit.telemetry import create_tracer_provider, install_tracing, shutdown_tracing
 
@@ -48,22 +49,24 @@ def create_service_app(
     routers: Iterable[APIRouter] = (),
     readiness_checks: Iterable[ReadinessCheck] = (),
     lifespan: Lifespan | None = None,
-    revoked_sessions: RevokedSessions | None = None,
+    runtime: ServiceRuntime | None = None,
     registry: CollectorRegistry | None = None,
     expose_headers: Iterable[str] = (),
 ) -> FastAPI:
     """Build the app; nothing opens (pool, HTTP client use) until its lifespan starts.
 
-    ``revoked_sessions`` and ``registry`` are passed in when the composition
-    root also hands them to others (a consumer feeding revocations, consumer
-    metrics); otherwise the app makes its own. ``expose_headers`` are response
-    headers of the service's own that browsers on the CORS origins may read.
+    A service passes its ``runtime``: tokens are then checked against the
+    sessions its revocation consumer ends, and metrics share its registry.
+    Without one (tests of the HTTP side alone) nothing revokes sessions.
+    ``expose_headers`` are response headers of the service's own that
+    browsers on the CORS origins may read.
     """
     configure_logging(
         service=settings.service_name, level=settings.log_level, fmt=settings.log_format
     )
     tracer_provider = create_tracer_provider(settings)
-    registry = registry if registry is not None else create_registry()
+    if registry is None:
+        registry = runtime.registry if runtime is not None else create_registry()
     jwks_client = httpx.AsyncClient(timeout=_JWKS_TIMEOUT)
 
     @asynccontextmanager
@@ -86,7 +89,7 @@ def create_service_app(
         redoc_url=None,
         lifespan=app_lifespan,
     )
-    revoked = revoked_sessions if revoked_sessions is not None else RevokedSessions()
+    revoked = runtime.revoked_sessions if runtime is not None else RevokedSessions()
     keys = JwksKeySet(
         settings.identity_jwks_url,
         client=jwks_client,
