@@ -16,14 +16,14 @@ from eventkit.http.app import create_service_app
 from eventkit.http.auth import JwksKeySet, TokenVerifier
 from eventkit.http.problems import CONFLICT, Problem, problem_body, problem_response
 from eventkit.logging import get_logger
+from eventkit.personal_data import HttpKeyResolver
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import ConcurrencyError, utc_now
 from schemas.catalog import build_registry
-from schemas.invitations import INVITATION_TOPIC
 from services.identity.account_handlers import AccountHandlers
 from services.identity.api import build_jwks_router, build_router
 from services.identity.audit_timeline import AuditTimeline
-from services.identity.consumers import INVITATIONS_GROUP, InvitationCopy
+from services.identity.consumers import InvitationCopy
 from services.identity.dependencies import IdentityHandlers
 from services.identity.derived_keys import DerivedKeys
 from services.identity.domain import DomainError, LockoutPolicy, ResetMailPolicy
@@ -31,7 +31,7 @@ from services.identity.handlers import UnitOfWork
 from services.identity.personal_data_api import build_personal_data_router
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.problems import problem_for
-from services.identity.service_clients import ServiceClients
+from services.identity.service_clients import OwnKeyReaderToken, ServiceClients
 from services.identity.session_handlers import SessionHandlers
 from services.identity.settings import IdentitySettings
 from services.identity.signing_keys import SigningKeys, TokenMinter
@@ -43,14 +43,7 @@ log = get_logger("identity")
 def build_app(settings: IdentitySettings) -> FastAPI:
     keys = DerivedKeys.from_settings(settings)
     registry = build_registry()
-    runtime = ServiceRuntime(
-        settings, migrations=[MIGRATIONS],
-        subscriptions=[
-            Subscription(group=INVITATIONS_GROUP, topics=[INVITATION_TOPIC],
-                         handler=InvitationCopy(registry=registry, keys=keys)),
-        ],
-    )
-    revoked = runtime.revoked_sessions
+    # Both read the runtime's store only once its lifespan has opened it.
     signing_keys = SigningKeys(
         lambda: runtime.store.pool, wrapping_key=keys.signing_key_wrapping,
         rotation=settings.signing_key_rotation, token_ttl=settings.access_token_ttl,
@@ -58,6 +51,22 @@ def build_app(settings: IdentitySettings) -> FastAPI:
     minter = TokenMinter(signing_keys, issuer=settings.jwt_issuer,
                          audience=settings.jwt_audience, ttl=settings.access_token_ttl)
     audit_client = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+    # An invitee's address is sealed under the invitation's key, which invitations keeps.
+    invitation_keys = HttpKeyResolver(
+        settings.invitations_url, client=audit_client, purpose="invitation_registration",
+        credentials=OwnKeyReaderToken(minter, utc_now),
+        cache_seconds=settings.personal_data_cache_seconds,
+    )
+    runtime = ServiceRuntime(
+        settings, migrations=[MIGRATIONS],
+        subscriptions=[
+            Subscription(group=settings.invitations_consumer_group,
+                         topics=[settings.invitation_topic],
+                         handler=InvitationCopy(registry=registry, keys=keys,
+                                                resolver=invitation_keys)),
+        ],
+    )
+    revoked = runtime.revoked_sessions
     work = UnitOfWork(
         store=lambda: runtime.store, registry=registry, keys=keys,
         data_keys=PersonalDataKeys(keys.data_key_wrapping), revoked=revoked, clock=utc_now,

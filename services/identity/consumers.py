@@ -2,8 +2,12 @@
 
 Registration checks a code against this table instead of calling the
 invitations service. The invitee's e-mail is kept only as identity's keyed
-hash; an e-mail that arrives encrypted and cannot be opened is kept as
-unknown, so the code still admits but vouches for no address.
+hash. It arrives sealed under the invitation's own key, which the invitations
+service keeps; identity fetches it (``resolver``) to hash the address. While
+that service cannot answer, the event fails and is retried (then goes to the
+dead-letter topic), rather than be stored without its address; a key already
+erased, or ciphertext that does not open, is kept as unknown, so the code
+still admits but vouches for no address.
 """
 
 from __future__ import annotations
@@ -23,15 +27,13 @@ from schemas.invitations import (
 )
 from services.identity.derived_keys import DerivedKeys
 
-INVITATIONS_GROUP = "identity"
-
 _STATUS = {InvitationRevoked: "revoked", InvitationAccepted: "accepted",
            InvitationExpired: "expired"}
 
 
 class InvitationCopy:
     def __init__(
-        self, *, registry: EventRegistry, keys: DerivedKeys, resolver: KeyResolver | None = None
+        self, *, registry: EventRegistry, keys: DerivedKeys, resolver: KeyResolver
     ) -> None:
         self._registry = registry
         self._keys = keys
@@ -62,8 +64,7 @@ class InvitationCopy:
     async def _email_hash(self, email: str) -> str | None:
         if not is_encrypted(email):
             return self._keys.email_hash(email)
-        if self._resolver is None:
-            return None
+        # KeyUnavailable propagates: the consumer retries the event.
         key = await self._resolver.key_for(ciphertext_subject(email))
         if key is None:
             return None

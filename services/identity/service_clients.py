@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -54,6 +54,39 @@ class ServiceClients:
                 "expires_in": int(self._ttl.total_seconds()), "client_id": request.client_id}
 
 
+class OwnKeyReaderToken:
+    """Identity's own token for the keys other services own (an invitee's address is sealed
+    under its invitation's key, kept by invitations).
+
+    Identity is the issuer, so it signs this token itself, like a service client's:
+    subject ``service_subject("identity")``, only ``read_personal_data_keys``; a new one
+    once half of ``ttl`` has passed.
+    """
+
+    def __init__(
+        self, minter: TokenMinter, clock: Callable[[], datetime], *,
+        ttl: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self._minter = minter
+        self._clock = clock
+        self._ttl = ttl
+        self._token: str | None = None
+        self._renew_at: datetime | None = None
+
+    async def token(self) -> str:
+        now = self._clock()
+        if self._token is None or self._renew_at is None or now >= self._renew_at:
+            access = await self._minter.mint(
+                subject=str(service_subject(IDENTITY_CLIENT)),
+                session_id=f"service-{IDENTITY_CLIENT}",
+                permissions=frozenset({"read_personal_data_keys"}), now=now, ttl=self._ttl,
+            )
+            self._token, self._renew_at = access.token, now + self._ttl / 2
+        return self._token
+
+
+# Identity's own name as a reader of keys.
+IDENTITY_CLIENT = "identity"
 # The service client that sends identity's mails; delivery keys are for it alone.
 MAILER_CLIENT = "notifications"
 

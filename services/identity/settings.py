@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from eventkit.settings import Port, ServiceSettings
+from schemas.invitations import INVITATION_TOPIC
 
 DEV_SECRET = "guestlist-local-development-only-secret"  # noqa: S105 - a public dev default
 DEV_INVITATION_CODE_KEY = "guestlist-local-development-invitation-codes"
@@ -56,6 +57,14 @@ class IdentitySettings(ServiceSettings):
     # and how long an export waits for it to hold identity's latest events on the person.
     audit_url: str = "http://127.0.0.1:8004"
     export_audit_wait: float = Field(default=5.0, ge=0, le=60)
+    # The invitations service, owner of the key an invitee's address is sealed under: identity
+    # opens it (with a token it signs itself) to know whether a code vouches for an address.
+    invitations_url: str = "http://127.0.0.1:8002"
+    personal_data_cache_seconds: float = Field(default=30.0, ge=0)
+    # Identity's copy of invitations: its consumer group and the topic it reads (two stacks
+    # on one Kafka give each its own group).
+    invitations_consumer_group: str = Field(default="identity", pattern=r"^[A-Za-z0-9._-]+$")
+    invitation_topic: str = Field(default=INVITATION_TOPIC, pattern=r"^[A-Za-z0-9._-]+$")
 
     @field_validator("service_clients", mode="before")
     @classmethod
