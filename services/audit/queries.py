@@ -13,7 +13,15 @@ from typing import Any
 import asyncpg
 
 from eventkit.envelope import source_of
-from eventkit.personal_data import ERASED, KeyResolver, decrypt_value, is_encrypted, subject_of
+from eventkit.personal_data import (
+    ERASED,
+    KeyOwners,
+    KeyResolver,
+    decrypt_value,
+    is_encrypted,
+    owner_of_source,
+    subject_of,
+)
 from services.audit import log
 from services.audit.domain import LogEntry
 from services.audit.people import named_in
@@ -97,8 +105,15 @@ async def find_events(
     return Page(items, encode_cursor(items[-1]["sequence"]) if more else None)
 
 
-async def reveal(data: Mapping[str, Any], keys: KeyResolver) -> dict[str, Any]:
-    """``data`` with every personal value in clear, or ERASED where its key is gone."""
+async def reveal(
+    data: Mapping[str, Any], keys: KeyResolver, *, source: str | None = None
+) -> dict[str, Any]:
+    """``data`` with every personal value in clear, or ERASED where its key is gone.
+
+    With several key owners, the service the event came from (``source``) is asked first.
+    """
+    if isinstance(keys, KeyOwners):
+        keys = keys.first(owner_of_source(source or ""))
     opened = dict(data)
     for name, value in data.items():
         if is_encrypted(value):
@@ -139,7 +154,8 @@ async def timeline(
             "actor": row["ce_actorid"],
             "role": role,
             "named_in": named,
-            "data": await reveal(data, keys) if isinstance(data, dict) else data,
+            "data": (await reveal(data, keys, source=row["ce_source"])
+                     if isinstance(data, dict) else data),
         })
     more = len(rows) > limit
     return Page(items, encode_cursor(items[-1]["sequence"]) if more else None)
