@@ -29,7 +29,7 @@ from eventkit.store import NewEvent, RecordedEvent
 from schemas.access import IdentityPersonalDataViewed
 from schemas.identity import SessionsRevoked
 from services.identity.derived_keys import DerivedKeys
-from services.identity.domain import User
+from services.identity.domain import UnknownUser, User
 from services.identity.personal_data_keys import PersonalDataKeys
 
 # The transaction of the command being served, when the route opened one (Idempotency-Key),
@@ -141,6 +141,13 @@ class UnitOfWork:
 
     async def load_user(self, tx: PostgresTransaction, user_id: UUID) -> User:
         return User.from_history(user_id, await self.history(tx, str(user_id)))
+
+    async def existing_user(self, tx: PostgresTransaction, user_id: UUID) -> User:
+        """The account, or :class:`UnknownUser` (a 404) when there is none."""
+        user = await self.load_user(tx, user_id)
+        if not user.exists:
+            raise UnknownUser(f"there is no account {user_id}")
+        return user
 
     async def append(
         self, tx: PostgresTransaction, subject_id: UUID, expected_version: int | None,
