@@ -3,7 +3,8 @@
 Appends are one statement: a guard on the stream head, the insert of the events
 and of their outbox rows. Optimistic concurrency rests on the unique
 (stream_id, version) index, so concurrent writers to different streams never
-wait for each other (no table lock).
+wait for each other (no table lock). Writers of one log-like stream (an access
+log) take turns on a transaction-scoped advisory lock on its id instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ _COLUMNS = (
 
 # How often an append "wherever the stream is" retries after losing a race.
 _ANY_VERSION_ATTEMPTS = 20
+# The class of the two-key advisory locks on log-like streams (a key space of its own, apart
+# from the one-key locks of relays and schedulers and from idempotency's class).
+_LOG_LOCK_CLASS = 0x4C4F4753  # "LOGS"
 
 
 def recorded_from_row(row: asyncpg.Record) -> RecordedEvent:
@@ -106,6 +110,30 @@ class PostgresTransaction:
             except ConcurrencyError:
                 continue
         raise ConcurrencyError(stream_id, None)
+
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        if not self.connection.is_in_transaction():
+            async with self.connection.transaction():
+                return await self.append_to_log(
+                    stream_id, events, actor_id=actor_id, traceparent=traceparent
+                )
+        # Transaction-scoped: held through the events' and outbox rows' insert until commit,
+        # so the next writer's statement sees this version and takes the one after it.
+        await self.connection.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOG_LOCK_CLASS, stream_id
+        )
+        return await self.append(
+            stream_id, None, events, actor_id=actor_id, traceparent=traceparent
+        )
 
     async def _append_once(
         self,
@@ -196,6 +224,19 @@ class PostgresEventStore:
         async with self.pool.acquire() as connection:
             return await PostgresTransaction(connection, self._clock).append(
                 stream_id, expected_version, events, actor_id=actor_id, traceparent=traceparent
+            )
+
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        async with self.transaction() as tx:
+            return await tx.append_to_log(
+                stream_id, events, actor_id=actor_id, traceparent=traceparent
             )
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:

@@ -124,6 +124,22 @@ class Transaction(Protocol):
         """Append after ``expected_version`` (0: a new stream; None: wherever it is)."""
         ...
 
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Append at the end of a log-like stream, after the writers before on it commit.
+
+        For streams whose order means nothing to the domain (an access log): concurrent
+        writers take turns instead of racing for one version. Every writer of such a stream
+        appends through here.
+        """
+        ...
+
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
         ...
 
@@ -149,6 +165,17 @@ class EventStore(Protocol):
         actor_id: str,
         traceparent: str | None = None,
     ) -> list[RecordedEvent]:
+        ...
+
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        """``Transaction.append_to_log`` in a transaction of its own."""
         ...
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:

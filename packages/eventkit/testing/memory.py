@@ -85,6 +85,19 @@ class InMemoryTransaction:
         self._events.extend(recorded)
         return recorded
 
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        # Transactions already run one at a time here: the end of the stream is ours.
+        return await self.append(
+            stream_id, None, events, actor_id=actor_id, traceparent=traceparent
+        )
+
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:
         return [
             e for e in self._visible() if e.stream_id == stream_id and e.version > after_version
@@ -136,6 +149,19 @@ class InMemoryEventStore:
         async with self.transaction() as tx:
             return await tx.append(
                 stream_id, expected_version, events, actor_id=actor_id, traceparent=traceparent
+            )
+
+    async def append_to_log(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        actor_id: str,
+        traceparent: str | None = None,
+    ) -> list[RecordedEvent]:
+        async with self.transaction() as tx:
+            return await tx.append_to_log(
+                stream_id, events, actor_id=actor_id, traceparent=traceparent
             )
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0) -> list[RecordedEvent]:

@@ -96,6 +96,30 @@ class EventStoreContract:
         assert [e.version for e in read] == list(range(1, 9))
         assert sorted(numbers(read)) == list(range(8))
 
+    async def test_given_a_log_stream_when_open_transactions_append_then_each_takes_the_next(
+        self, store: Any
+    ) -> None:
+        stream_id = stream()
+
+        async def read_and_log(n: int) -> list[RecordedEvent]:
+            async with store.transaction() as tx:
+                recorded: list[RecordedEvent] = await tx.append_to_log(
+                    stream_id, [thing(n)], actor_id="reader")
+                await asyncio.sleep(0.01)  # the rest of the read, before it commits
+                return recorded
+
+        results = await asyncio.gather(
+            *(read_and_log(n) for n in range(30)),
+            *(store.append_to_log(stream_id, [thing(n)], actor_id="reader")
+              for n in range(30, 40)),
+        )
+        read = await store.read_stream(stream_id)
+        assert sorted(r[0].version for r in results) == list(range(1, 41))
+        assert [e.version for e in read] == list(range(1, 41))
+        assert sorted(numbers(read)) == list(range(40))
+        logged = [e for e in await everything_pending(store) if e.subject == stream_id]
+        assert sorted(numbers(logged)) == list(range(40))
+
     async def test_read_stream_after_a_version(self, store: Any) -> None:
         stream_id = stream()
         await store.append(stream_id, 0, [thing(n) for n in range(5)], actor_id="a")
