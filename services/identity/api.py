@@ -8,13 +8,13 @@ composition root mounts both.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from eventkit.http.auth import CurrentPrincipal
-from eventkit.http.problems import NOT_FOUND, UNAUTHORIZED, Problem
+from eventkit.http.problems import NOT_FOUND, PROBLEM_MEDIA_TYPE, UNAUTHORIZED, Problem
 from eventkit.personal_data import encode_key
 from schemas.roles import Role, RoleAssignment, RoleScope
 from services.identity.commands import (
@@ -55,6 +55,12 @@ from services.identity.responses import (
     SessionTokens,
     UserWritten,
 )
+
+_TOO_MANY_RESETS: dict[int | str, dict[str, Any]] = {429: {
+    "description": "This client asked for too many resets; see Retry-After. The same for "
+                   "every address.",
+    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}}
 
 
 async def _status_after(
@@ -138,9 +144,14 @@ def build_router() -> APIRouter:
         )
         return Response(status_code=204)
 
-    @router.post("/password-resets", status_code=202, response_class=Response)
-    async def request_password_reset(command: RequestPasswordReset, h: Handlers) -> Response:
-        await h.sessions.request_reset(command.email)
+    @router.post("/password-resets", status_code=202, response_class=Response,
+                 responses=_TOO_MANY_RESETS)
+    async def request_password_reset(
+        command: RequestPasswordReset, request: Request, h: Handlers
+    ) -> Response:
+        await h.sessions.request_reset(
+            command.email, client_address=request.client.host if request.client else None
+        )
         return Response(status_code=202)
 
     @router.post("/password-resets/confirm", status_code=204, response_class=Response)

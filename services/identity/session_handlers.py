@@ -30,6 +30,7 @@ from services.identity.problems import (
     WEAK_PASSWORD,
 )
 from services.identity.queries import profile
+from services.identity.reset_request_limit import ResetRequestLimit
 from services.identity.service_clients import delivery_key
 from services.identity.signing_keys import AccessToken, TokenMinter
 
@@ -59,7 +60,7 @@ class SessionHandlers:
     def __init__(
         self, work: UnitOfWork, *, minter: TokenMinter, policy: LockoutPolicy,
         refresh_ttl: timedelta, reset_ttl: timedelta,
-        reset_mails: ResetMailPolicy,
+        reset_mails: ResetMailPolicy, reset_requests: ResetRequestLimit,
     ) -> None:
         self.work = work
         self.minter = minter
@@ -67,6 +68,7 @@ class SessionHandlers:
         self._refresh_ttl = refresh_ttl
         self._reset_ttl = reset_ttl
         self._reset_mails = reset_mails
+        self._reset_requests = reset_requests
 
     async def sign_in(self, *, email: str, password: str, client_address: str | None) -> Tokens:
         email_hash = self.work.keys.email_hash(email)
@@ -246,19 +248,26 @@ class SessionHandlers:
         async with self.work.store.transaction() as tx:
             await self._set_password(tx, user_id, new, via_reset=False)
 
-    async def request_reset(self, email: str) -> None:
-        """One insert, whatever the address: the answer cannot tell known from unknown.
+    async def request_reset(self, email: str, *, client_address: str | None) -> None:
+        """One count for the client and one insert, whatever the address: the answer cannot
+        tell known from unknown. A client past its window gets a 429, whatever it asked for.
 
         The scheduler takes the request up within a tick (``run_due_work``).
         """
+        now = self.work.clock()
+        await self._reset_requests.check(
+            self.work.store.pool, now=now,
+            client_hash=self.work.keys.client_address_hash(client_address or "unknown"),
+        )
         await self.work.store.pool.execute(
             "INSERT INTO password_reset_requests (email_hash, requested_at) VALUES ($1, $2)",
-            self.work.keys.email_hash(email), self.work.clock(),
+            self.work.keys.email_hash(email), now,
         )
 
     async def run_due_work(self) -> int:
         """Reset requests in arrival order (one transaction each; SKIP LOCKED across replicas),
-        then failures of unknown addresses older than the lockout window are forgotten."""
+        then failures of unknown addresses older than the lockout window are forgotten, and
+        the clients' ended request windows."""
         done = 0
         while True:
             async with self.work.store.transaction() as tx:
@@ -272,6 +281,7 @@ class SessionHandlers:
                         "DELETE FROM unknown_sign_ins WHERE last_failed_at < $1",
                         self.work.clock() - self._policy.window,
                     )
+                    await self._reset_requests.purge(tx.connection, now=self.work.clock())
                     return done
                 await self._reset_requested(tx, row["email_hash"])
             done += 1

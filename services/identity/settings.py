@@ -48,6 +48,10 @@ class IdentitySettings(ServiceSettings):
     # are answered alike (202) and dropped by the scheduler.
     reset_mail_limit: int = Field(default=3, ge=1)
     reset_mail_window: timedelta = Field(default=timedelta(hours=1), gt=timedelta(0))
+    # At most RESET_REQUEST_LIMIT reset requests per client address within RESET_REQUEST_WINDOW
+    # (a 429 past it), counted in PostgreSQL for every replica.
+    reset_request_limit: int = Field(default=10, ge=1)
+    reset_request_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
     deletion_grace: timedelta = Field(default=timedelta(days=30), ge=timedelta(0))
     # How long the notifications service may open the address of the deletion notice.
     deletion_notice_ttl: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
@@ -84,7 +88,8 @@ class IdentitySettings(ServiceSettings):
     @field_validator(
         "access_token_ttl", "refresh_token_ttl", "service_token_ttl", "signing_key_rotation",
         "lockout_window", "lockout_duration", "confirmation_token_ttl", "password_reset_ttl",
-        "reset_mail_window", "deletion_grace", "deletion_notice_ttl", mode="before",
+        "reset_mail_window", "reset_request_window", "deletion_grace", "deletion_notice_ttl",
+        mode="before",
     )
     @classmethod
     def _seconds(cls, value: object) -> object:

@@ -1,5 +1,6 @@
-"""Reset mails per account are limited where the scheduler makes the token, on the real
-PostgreSQL and Kafka: the answers stay the same for every address, however often it is asked."""
+"""Reset mails per account are limited where the scheduler makes the token, and reset requests
+per client address at the edge, on the real PostgreSQL and Kafka: the answers stay the same for
+every address, however often it is asked."""
 
 from __future__ import annotations
 
@@ -95,3 +96,38 @@ async def test_the_limit_is_per_account_another_address_still_gets_its_mail(
 
     assert asked.status_code == 202 and second_token
     assert per_user == {first_id: 1, second_id: 1}
+
+
+async def test_a_client_past_its_window_gets_a_429_with_retry_after_for_any_address(
+    database_url: str, kafka_bootstrap: str
+) -> None:
+    async with running_identity(database_url, kafka_bootstrap, scheduler_interval=0.2,
+                                reset_request_limit=2) as (client, app):
+        await open_platform(client, await make_admin(app, client))
+        user_id, address = await register_active(client, app)
+        allowed = [await client.post("/v1/password-resets", json={"email": email})
+                   for email in (address, UNKNOWN)]
+        known = await client.post("/v1/password-resets", json={"email": address})
+        unknown = await client.post("/v1/password-resets", json={"email": UNKNOWN})
+        # Another client address has a window of its own.
+        other = httpx.ASGITransport(app=app, client=("198.51.100.9", 5000))
+        async with httpx.AsyncClient(transport=other, base_url="http://identity") as neighbour:
+            elsewhere = await neighbour.post("/v1/password-resets", json={"email": address})
+        await requests_taken_up(app)
+        pool = app.state.identity.sessions.work.store.pool
+        tokens = await pool.fetchval(
+            "SELECT count(*) FROM one_time_tokens WHERE user_id = $1 "
+            "AND purpose = 'reset_password'", user_id,
+        )
+
+    assert [a.status_code for a in allowed] == [202, 202]
+    assert known.status_code == unknown.status_code == 429
+    assert known.headers["content-type"] == "application/problem+json"
+    # The same problem for both (bar the request's own id, and Retry-After counting down).
+    same = ("type", "title", "status", "detail")
+    assert [known.json()[k] for k in same] == [unknown.json()[k] for k in same]
+    assert abs(int(known.headers["retry-after"]) - int(unknown.headers["retry-after"])) <= 1
+    assert 1 <= int(known.headers["retry-after"]) <= 15 * 60
+    assert elsewhere.status_code == 202
+    # The refused requests were not queued: one token from the first, one from the neighbour.
+    assert tokens == 2
