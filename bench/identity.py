@@ -90,8 +90,9 @@ async def run(pg: PostgresServer | ExternalPostgres, kafka_bootstrap: str, *, us
               concurrency: int = 8, timing_samples: int = 200) -> dict[str, Any]:
     database_url = await pg.create_database(f"bench_identity_{uuid4().hex[:8]}")
     await create_topics(kafka_bootstrap, stack_topics())
+    # One client sends every request: no lockout and no per-client reset limit in the way.
     settings = IdentitySettings(database_url=database_url, kafka_bootstrap=kafka_bootstrap,
-                                lockout_threshold=1000)
+                                lockout_threshold=1000, reset_request_limit=1_000_000)
     app = build_app(settings)
     async with LifespanManager(app, startup_timeout=120) as manager:
         transport = httpx.ASGITransport(app=manager.app)
