@@ -23,8 +23,8 @@ caches answers briefly: an erased key stops working everywhere within
 More than one service owns keys (identity those of people, invitations those
 of invitees). :class:`KeyOwners` routes to each owner's resolver: by the
 owning service when the reader knows it (the ``ce_source`` of the event the
-value came in, :func:`owner_of_source`), otherwise by asking the owners in a
-fixed order; key ids are UUIDs, so two owners never hold the same one, and
+value came in, :meth:`KeyOwners.of_source`), otherwise by asking the owners in
+a fixed order; key ids are UUIDs, so two owners never hold the same one, and
 each owner's "no such key" is cached like any answer.
 """
 
@@ -259,11 +259,16 @@ class KeyOwners:
         except KeyError:
             raise LookupError(f"no key resolver for the personal data of {owner!r}") from None
 
-    def first(self, owner: str | None) -> KeyOwners:
-        """The same owners, ``owner`` asked first (the service an event came from)."""
+    def of_source(self, source: str) -> KeyResolver:
+        """The keys for the values of an event from ``source`` (its ``ce_source``).
+
+        A key owner seals its own events' values with its own keys, so an event of
+        an owner is opened by that owner alone; one of any other service by all.
+        """
+        owner = owner_of_source(source)
         if owner is None or owner not in self.resolvers:
             return self
-        return KeyOwners({owner: self.resolvers[owner], **self.resolvers})
+        return self.resolvers[owner]
 
     async def key_for(self, subject_id: str) -> bytes | None:
         unavailable: KeyUnavailable | None = None

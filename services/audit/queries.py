@@ -19,7 +19,6 @@ from eventkit.personal_data import (
     KeyResolver,
     decrypt_value,
     is_encrypted,
-    owner_of_source,
     subject_of,
 )
 from services.audit import log
@@ -110,10 +109,10 @@ async def reveal(
 ) -> dict[str, Any]:
     """``data`` with every personal value in clear, or ERASED where its key is gone.
 
-    With several key owners, the service the event came from (``source``) is asked first.
+    With several key owners, an event of one of them (``source``) is opened with its keys.
     """
-    if isinstance(keys, KeyOwners):
-        keys = keys.first(owner_of_source(source or ""))
+    if isinstance(keys, KeyOwners) and source is not None:
+        keys = keys.of_source(source)
     opened = dict(data)
     for name, value in data.items():
         if is_encrypted(value):

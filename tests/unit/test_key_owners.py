@@ -94,13 +94,13 @@ async def test_an_owner_that_cannot_answer_is_not_taken_for_an_erasure() -> None
             await reader.reveal(unknown)
 
 
-async def test_the_event_source_names_the_owner_asked_and_an_unknown_owner_is_refused() -> None:
-    asked: list[str] = []
-    async with httpx.AsyncClient(transport=owner_endpoint({}, asked)) as client:
+async def test_an_owners_event_is_opened_by_that_owner_alone_and_others_by_all() -> None:
+    async with httpx.AsyncClient(transport=owner_endpoint({}, [])) as client:
         reader = owners(client)
-        first = reader.first(owner_of_source("/guestlist/invitations"))
 
-        assert list(first.resolvers) == ["invitations", "identity"]
-        assert reader.first(owner_of_source("/elsewhere/audit")) is reader
+        assert reader.of_source("/guestlist/invitations") is reader.of("invitations")
+        assert reader.of_source("/guestlist/notifications") is reader
+        assert reader.of_source("/elsewhere/identity") is reader
+        assert owner_of_source("/guestlist/identity") == "identity"
         with pytest.raises(LookupError, match="'audit'"):
             reader.of("audit")
