@@ -5,7 +5,8 @@ names invitees the same way). The event goes to a stream of its own,
 ``access-<invitation id>``, in the read's transaction and through the outbox,
 so an audited read never conflicts with a change to the invitation and is
 published exactly when the read happened. Reads of one invitation at the same
-moment are serialized on that stream by a transaction-scoped advisory lock.
+moment take turns on that stream (``Transaction.append_to_log``: a transaction-scoped
+advisory lock on the stream id).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from uuid import UUID
 from eventkit.registry import EventRegistry
 from eventkit.store import NewEvent, Transaction
 from schemas.access import InvitationsPersonalDataViewed
-from services.invitations.handlers import _connection
 
 SYSTEM_ACTOR = "system"
 # X-Purpose, as identity reads it: a short identifier.
@@ -35,11 +35,7 @@ async def record_viewed(
         purpose=purpose,
     )
     new = NewEvent(type=event.event_type, topic=topic, data_json=registry.encode(event))
-    stream = f"access-{invitation_id}"
-    # Concurrent reads of one invitation append to one stream: they take turns until their
-    # commit (moments later) instead of racing for the same version and failing.
-    await _connection(tx).execute(
-        "SELECT pg_advisory_xact_lock(hashtext('invitations.access:' || $1::text))", stream
-    )
-    await tx.append(stream, None, [new],
-                    actor_id=str(actor) if actor is not None else SYSTEM_ACTOR)
+    # Concurrent reads of one invitation take turns on its stream until their commit (moments
+    # later) instead of racing for the same version and failing.
+    await tx.append_to_log(f"access-{invitation_id}", [new],
+                           actor_id=str(actor) if actor is not None else SYSTEM_ACTOR)
