@@ -191,8 +191,12 @@ class UnitOfWork:
             actor_id=actor, subject_id=subject, fields=tuple(fields), endpoint=endpoint,
             purpose=purpose,
         )
-        await self.append(
-            tx, subject, None, [event], actor=actor, stream_id=f"access-{subject}", seal=False,
+        # Reads of one person at the same moment take turns on her access stream (a log).
+        await tx.append_to_log(
+            f"access-{subject}",
+            [NewEvent(type=event.event_type, topic=event.topic,
+                      data_json=self.registry.encode(event))],
+            actor_id=str(actor) if actor is not None else SYSTEM_ACTOR,
         )
 
     def apply_revocations(self, events: Sequence[EventData], at: datetime) -> None:

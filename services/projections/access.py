@@ -23,7 +23,7 @@ async def record_viewed(
     store: PostgresEventStore, *, topic: str, principal: Principal,
     subjects: Sequence[UUID], fields: Sequence[str], endpoint: str, purpose: str,
 ) -> None:
-    """One event per person shown, appended in one statement; nothing when nobody was."""
+    """One event per person shown, appended in one transaction; nothing when nobody was."""
     if not subjects:
         return
     actor = actor_uuid(principal)
@@ -34,5 +34,6 @@ async def record_viewed(
             .model_dump(mode="json")))
         for subject in subjects
     ]
-    await store.append(f"projections-access-{principal.subject}", None, events,
-                       actor_id=principal.subject)
+    # One reader's reads at the same moment take turns on her access stream (a log).
+    await store.append_to_log(f"projections-access-{principal.subject}", events,
+                              actor_id=principal.subject)
