@@ -126,8 +126,8 @@ class PostgresTransaction:
                 return await self.append_to_log(
                     stream_id, events, actor_id=actor_id, traceparent=traceparent
                 )
-        # Transaction-scoped: held through the events' and outbox rows' insert until commit,
-        # so the next writer's statement sees this version and takes the one after it.
+        # Transaction-scoped: held through the events' and outbox rows' insert until commit, so
+        # the next writer's statement (read committed) sees this version and takes the next.
         await self.connection.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOG_LOCK_CLASS, stream_id
         )
