@@ -1,0 +1,190 @@
+"""Commit -> visible: how long after a command's answer its change shows in a read model.
+
+The invitations and projections services run as their own processes (as
+deployed: uvicorn, the relay inside invitations, the read-model consumers
+inside projections) on the benchmark's PostgreSQL and Kafka. This process
+sends ``POST /v1/invitations`` at a steady ``rate`` per second for ``seconds``
+(open loop: each command starts at its slot, whatever the others do). When a
+command answers 201 (its transaction committed), the clock starts; it stops
+when ``GET /v1/invitations?min_position=<its position>`` on the projections
+service answers with ``consistency.reached`` — the invitation board's
+consumer has applied the event in the transaction that made it readable, which
+is what a dashboard's read-your-writes read waits for. The board is read with
+a filter no new invitation matches (``status=expired``), so the read opens no
+personal data (the projections process has no key-service credentials here);
+the wait and the answer are the same as for a full page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+
+from eventkit.testing.tokens import SigningKey, serve_jwks
+from guestlist.stack.kafka import create_topics
+from guestlist.stack.ports import free_port
+from schemas.permissions import ROLE_PERMISSIONS
+
+INVITATION_TOPIC = "invitations.invitation"
+LOGS = Path("var/bench")
+# A command not visible this long after the last one was sent counts as never visible.
+DRAIN_SECONDS = 60.0
+# Commands in flight at most (each holds one connection of each client): past it, sending
+# waits, which shows as an achieved rate below the target rather than as a queue inside
+# httpx's pool, whose bookkeeping grows with the square of the requests waiting in it.
+IN_FLIGHT = 128
+
+
+@asynccontextmanager
+async def _service(module: str, env: Mapping[str, str], port: int) -> AsyncIterator[str]:
+    """``python -m <module>`` with ``env``; yields its URL once /readyz answers 200."""
+    log_file = LOGS / f"visibility-{module.rsplit('.', 1)[-1]}.log"
+    await asyncio.to_thread(LOGS.mkdir, parents=True, exist_ok=True)
+    log = await asyncio.to_thread(log_file.open, "wb")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env={**os.environ, **env, "HTTP_PORT": str(port)},
+            stdout=log, stderr=log)
+    finally:
+        log.close()  # the child has its own descriptor
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client, asyncio.timeout(300):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"{module} stopped; see {log_file}")
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    cut = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50_ms": round(cut[49] * 1000, 1), "p95_ms": round(cut[94] * 1000, 1),
+            "p99_ms": round(cut[98] * 1000, 1), "max_ms": round(ordered[-1] * 1000, 1)}
+
+
+async def run(pg: Any, bootstrap: str, *, rate: float = 200.0, seconds: float = 30.0
+              ) -> dict[str, Any]:
+    """Start both services, send ``rate`` commands/s for ``seconds``; the figures."""
+    prefix = f"benchvis{uuid4().hex[:6]}"
+    topics = {name: f"{prefix}.{name}" for name in
+              ("identity.user", "identity.platform", "notifications.delivery",
+               "projections.access")}
+    await create_topics(bootstrap, {INVITATION_TOPIC: 3, **{t: 3 for t in topics.values()}})
+    invitations_dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+    projections_dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+    key = SigningKey("bench")
+    token = key.mint(sub=str(UUID(int=7)), exp=int(time.time()) + 3600,
+                     permissions=sorted(ROLE_PERMISSIONS["platform_manager"]))
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serve_jwks(key) as jwks:
+        common = {"KAFKA_BOOTSTRAP": bootstrap, "IDENTITY_JWKS_URL": jwks.url,
+                  "LOG_LEVEL": "WARNING", "USER_TOPIC": topics["identity.user"],
+                  "DELIVERY_TOPIC": topics["notifications.delivery"]}
+        invitations_env = {**common, "DATABASE_URL": invitations_dsn,
+                           "SCHEDULER_INTERVAL": "3600", "INVITER_SEND_LIMIT": "1000000000"}
+        projections_env = {
+            **common, "DATABASE_URL": projections_dsn,
+            "PROJECTIONS_GROUP_PREFIX": f"{prefix}-projections",
+            "PLATFORM_TOPIC": topics["identity.platform"], "INVITATION_TOPIC": INVITATION_TOPIC,
+            "ACCESS_TOPIC": topics["projections.access"], "READ_WAIT_SECONDS": "30",
+            # Ready only once caught up with what earlier runs left on the topic.
+            "READINESS_MAX_LAG": "0",
+        }
+        print(f"visibility: starting invitations and projections, then {rate:g} commands/s "
+              f"for {seconds:g} s…", file=sys.stderr)
+        async with _service("services.invitations", invitations_env, free_port()) as commands, \
+                _service("services.projections", projections_env, free_port()) as reads:
+            limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+            async with httpx.AsyncClient(base_url=commands, timeout=60, limits=limits) as post, \
+                    httpx.AsyncClient(base_url=reads, timeout=60, limits=limits) as get:
+                return await _measure(post, get, headers, rate=rate, seconds=seconds)
+
+
+async def _measure(post: httpx.AsyncClient, get: httpx.AsyncClient, headers: dict[str, str],
+                   *, rate: float, seconds: float) -> dict[str, Any]:
+    run_id = uuid4().hex[:8]
+    answer_times: list[float] = []
+    committed_at: list[float] = []
+    visible_after: list[float] = []
+    failures: list[str] = []
+
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def command(n: int) -> None:
+        try:
+            sent = time.perf_counter()
+            answer = await post.post("/v1/invitations", headers=headers,
+                                     json={"invitee_email": f"v-{run_id}-{n}@example.org"})
+            committed = time.perf_counter()
+            if answer.status_code != 201:
+                failures.append(f"create {answer.status_code}: {answer.text[:200]}")
+                return
+            answer_times.append(committed - sent)
+            committed_at.append(committed)
+            position = answer.json()["position"]
+            while True:  # each read waits up to READ_WAIT_SECONDS on the server
+                read = await get.get("/v1/invitations", headers=headers, params={
+                    "min_position": position, "status": "expired", "limit": 1})
+                if read.status_code != 200:
+                    failures.append(f"read {read.status_code}: {read.text[:200]}")
+                    return
+                if read.json()["consistency"]["reached"]:
+                    break
+            visible_after.append(time.perf_counter() - committed)
+        except httpx.HTTPError as error:
+            failures.append(repr(error))
+        finally:
+            slots.release()
+
+    count = int(rate * seconds)
+    tasks: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    for n in range(count):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        tasks.append(asyncio.create_task(command(n)))
+    issued = time.perf_counter() - started
+    _, late = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    span = max(committed_at, default=started) - started
+    return {
+        "target_commands_per_s": rate, "commands": count, "failed": len(failures),
+        "not_visible_within_drain": len(late),
+        "first_failures": failures[:3],
+        "issued_commands_per_s": round(count / issued, 1),
+        # Commands answered 201 over the time from the first send to the last commit.
+        "committed_commands_per_s": round(len(committed_at) / span, 1) if span else 0.0,
+        "command_answer": _summary(answer_times),
+        "commit_to_visible": _summary(visible_after),
+    }
