@@ -22,7 +22,8 @@ from guestlist.stack.postgres import ExternalPostgres, PostgresServer
 BENCH_DIR = Path("var/bench")
 
 
-async def main(events: int, only: set[str]) -> dict[str, Any]:
+async def main(events: int, only: set[str], *, rebuild_events: int = 1_000_000
+               ) -> dict[str, Any]:
     pg: PostgresServer | ExternalPostgres
     kafka: KafkaBroker | ExternalKafka
     if url := os.environ.get("DATABASE_URL"):
@@ -70,6 +71,12 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
                   file=sys.stderr)
             from bench import faust_windows  # faust is a dev dependency
             results["faust"] = await faust_windows.run(pg, kafka.bootstrap, events=events * 5)
+        if "visibility" in only:
+            from bench import visibility
+            results["visibility"] = await visibility.run(pg, kafka.bootstrap)
+        if "rebuild" in only:
+            from bench import rebuild
+            results["rebuild"] = await rebuild.run(pg, kafka.bootstrap, events=rebuild_events)
     finally:
         await asyncio.gather(kafka.stop(), pg.stop())
     return results
@@ -77,11 +84,14 @@ async def main(events: int, only: set[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--events", type=int, default=4000, help="events per append run")
+    parser.add_argument("--events", type=int, default=None,
+                        help="events per append run (4000); for rebuild, the history (1,000,000)")
     parser.add_argument(
         "--only", default="append,relay,consume,audit",
-        help="comma-separated: append,relay,consume,audit,notifications",
+        help="comma-separated: append,relay,consume,audit,notifications,identity,invitations,"
+             "projections,visibility,rebuild",
     )
     args = parser.parse_args()
-    report = asyncio.run(main(args.events, set(args.only.split(","))))
+    report = asyncio.run(main(args.events or 4000, set(args.only.split(",")),
+                              rebuild_events=args.events or 1_000_000))
     print(json.dumps(report, indent=2))
