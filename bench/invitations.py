@@ -173,9 +173,9 @@ async def _bare_counter(dsn: str, count: int, concurrency: int, *, one_row: bool
     """The peer of the lookup limit: its upsert alone, ``count`` times over ``concurrency``."""
     import asyncpg
 
-    from services.invitations.lookup_limit import LookupLimit
+    from services.invitations.lookup_limit import lookup_limit
 
-    limit = LookupLimit(limit=10**9, window=timedelta(minutes=1))
+    limit = lookup_limit(10**9, timedelta(minutes=1))
     pool = await asyncpg.create_pool(dsn, min_size=concurrency, max_size=concurrency)
     queue = iter(range(count))
 

@@ -31,7 +31,7 @@ from services.identity.handlers import UnitOfWork
 from services.identity.personal_data_api import build_personal_data_router
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.problems import problem_for
-from services.identity.reset_request_limit import ResetRequestLimit
+from services.identity.reset_request_limit import reset_request_limit
 from services.identity.service_clients import OwnKeyReaderToken, ServiceClients
 from services.identity.session_handlers import SessionHandlers
 from services.identity.settings import IdentitySettings
@@ -82,8 +82,8 @@ def build_app(settings: IdentitySettings) -> FastAPI:
                              settings.lockout_duration),
         refresh_ttl=settings.refresh_token_ttl, reset_ttl=settings.password_reset_ttl,
         reset_mails=ResetMailPolicy(settings.reset_mail_limit, settings.reset_mail_window),
-        reset_requests=ResetRequestLimit(settings.reset_request_limit,
-                                         settings.reset_request_window),
+        reset_requests=reset_request_limit(settings.reset_request_limit,
+                                           settings.reset_request_window),
     )
 
     @asynccontextmanager

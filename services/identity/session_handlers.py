@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 
 from eventkit.http.problems import Problem
 from eventkit.postgres_store import PostgresTransaction
+from eventkit.rate_limit import ClientWindowLimit
 from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
 from services.identity.domain import LockoutPolicy, ResetMailPolicy, User
 from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
@@ -30,7 +31,6 @@ from services.identity.problems import (
     WEAK_PASSWORD,
 )
 from services.identity.queries import profile
-from services.identity.reset_request_limit import ResetRequestLimit
 from services.identity.service_clients import delivery_key
 from services.identity.signing_keys import AccessToken, TokenMinter
 
@@ -60,7 +60,7 @@ class SessionHandlers:
     def __init__(
         self, work: UnitOfWork, *, minter: TokenMinter, policy: LockoutPolicy,
         refresh_ttl: timedelta, reset_ttl: timedelta,
-        reset_mails: ResetMailPolicy, reset_requests: ResetRequestLimit,
+        reset_mails: ResetMailPolicy, reset_requests: ClientWindowLimit,
     ) -> None:
         self.work = work
         self.minter = minter

@@ -18,7 +18,7 @@ from eventkit.runtime import ServiceRuntime
 from eventkit.store import Clock
 from services.invitations.bulk import BulkWorker
 from services.invitations.handlers import InvitationHandlers
-from services.invitations.lookup_limit import LookupLimit
+from services.invitations.lookup_limit import lookup_limit
 from services.invitations.scheduler import InvitationScheduler
 from services.invitations.secrets import ServiceSecrets
 from services.invitations.settings import InvitationsSettings
@@ -48,9 +48,7 @@ class InvitationsService:
             registry=registry, secrets=ServiceSecrets.from_settings(settings),
             settings=settings, clock=clock,
         )
-        self.lookup_limit = LookupLimit(
-            limit=settings.lookup_rate_limit, window=settings.lookup_rate_window
-        )
+        self.lookup_limit = lookup_limit(settings.lookup_rate_limit, settings.lookup_rate_window)
         self._bulk: BulkWorker | None = None
         self._scheduler: InvitationScheduler | None = None
 

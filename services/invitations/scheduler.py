@@ -20,9 +20,9 @@ from uuid import UUID
 import structlog
 
 from eventkit.postgres_store import PostgresEventStore
+from eventkit.rate_limit import ClientWindowLimit
 from eventkit.store import Clock, Transaction
 from services.invitations.handlers import InvitationHandlers, _connection
-from services.invitations.lookup_limit import LookupLimit
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ Decide = Callable[[Transaction, UUID], Awaitable[bool]]
 class InvitationScheduler:
     def __init__(
         self, store: PostgresEventStore, handlers: InvitationHandlers, *, clock: Clock,
-        batch: int = 200, lookup_limit: LookupLimit | None = None,
+        batch: int = 200, lookup_limit: ClientWindowLimit | None = None,
     ) -> None:
         self._store = store
         self._lookup_limit = lookup_limit

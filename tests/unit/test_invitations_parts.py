@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from eventkit.rate_limit import window_of
 from eventkit.settings import ConfigurationError, load_settings
 from guestlist.stack.topology import stack_topics
 from schemas.access import InvitationsPersonalDataViewed
 from services.audit.settings import DEFAULT_TOPIC_PATTERN
 from services.invitations.bulk import BadUpload, rows_from_csv, storable
-from services.invitations.lookup_limit import window_of
 from services.invitations.secrets import ServiceSecrets, is_well_formed_code, new_code
 from services.invitations.settings import InvitationsSettings
 
