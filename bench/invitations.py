@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from eventkit.migrations import apply_migrations
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.store import NewEvent
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
 from guestlist.stack.postgres import ExternalPostgres, PostgresServer
@@ -216,33 +215,18 @@ async def run(
             scheduler_interval=3600, log_level="WARNING", bulk_max_rows=max(rows, 10_000),
             lookup_rate_limit=10**9,
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server = uvicorn.Server(uvicorn.Config(build_app(settings), log_config=None,
-                                               access_log=False, log_level="warning"))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if serving.done():
-                    raise RuntimeError("the invitations service did not start")
-                await asyncio.sleep(0.05)
-            limits = httpx.Limits(max_connections=32)
-            async with httpx.AsyncClient(base_url=base_url, timeout=120,
-                                         limits=limits) as client:
-                http_1 = await _single(client, headers, single // 4, 1)
-                http_16 = await _single(client, headers, single, 16)
-                bulk = await _bulk(client, headers, bootstrap, rows)
-                known = (await client.post(
-                    "/v1/invitations", headers=headers,
-                    json={"invitee_email": f"lookup-{prefix}@example.org", "greeting": "Hi!"},
-                )).json()["code"]
-                lookup_unknown = await _lookups(client, "A" * 32, lookups, 16)
-                lookup_known = await _lookups(client, known, lookups, 16)
-        finally:
-            server.should_exit = True
-            await serving
-            sock.close()
+        limits = httpx.Limits(max_connections=32)
+        async with serving(build_app(settings), log_level="warning") as base_url, \
+                httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+            http_1 = await _single(client, headers, single // 4, 1)
+            http_16 = await _single(client, headers, single, 16)
+            bulk = await _bulk(client, headers, bootstrap, rows)
+            known = (await client.post(
+                "/v1/invitations", headers=headers,
+                json={"invitee_email": f"lookup-{prefix}@example.org", "greeting": "Hi!"},
+            )).json()["code"]
+            lookup_unknown = await _lookups(client, "A" * 32, lookups, 16)
+            lookup_known = await _lookups(client, known, lookups, 16)
     bare_1 = await _bare_append(peer_dsn, single // 4, 1)
     bare_16 = await _bare_append(peer_dsn, single, 16)
     counter_one_row = await _bare_counter(peer_dsn, lookups, 16, one_row=True)

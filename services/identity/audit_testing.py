@@ -7,8 +7,6 @@ from identity's internal endpoint, as the audit service client. Both over HTTP.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,9 +14,9 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import uvicorn
 from fastapi import FastAPI
 
+from eventkit.testing.server import bound_socket, serving
 from guestlist.stack.kafka import create_topics
 from services.audit.bootstrap import build_app as build_audit_app
 from services.audit.settings import AuditSettings
@@ -44,32 +42,18 @@ async def identity_with_audit(
 ) -> AsyncIterator[IdentityWithAudit]:
     """Identity (``AUDIT_URL`` set) and audit (its own database and group) on free ports."""
     await create_topics(kafka_bootstrap, {AUDIT_ACCESS_TOPIC: 1})
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    audit_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock, audit_url = bound_socket()
     client_id, secret = SERVICE_CLIENT
-    try:
-        async with serving_identity(database_url, kafka_bootstrap, audit_url=audit_url,
-                                    **identity_overrides) as (identity_url, identity):
-            audit = build_audit_app(AuditSettings(
-                database_url=audit_database_url, kafka_bootstrap=kafka_bootstrap,
-                identity_jwks_url=f"{identity_url}/.well-known/jwks.json",
-                audit_identity_url=identity_url, audit_service_client_id=client_id,
-                audit_service_client_secret=secret,
-                audit_consumer_group=f"audit-{uuid4().hex[:10]}",
-                audit_topic_pattern=audited_topics, audit_access_topic=AUDIT_ACCESS_TOPIC,
-                audit_signing_key_file=work_dir / "audit-checkpoint-key.pem",
-            ))
-            server = uvicorn.Server(uvicorn.Config(audit, log_config=None, access_log=False))
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            try:
-                async with asyncio.timeout(120):
-                    while not server.started:
-                        assert not serving.done(), "audit did not start"
-                        await asyncio.sleep(0.05)
-                yield IdentityWithAudit(identity_url, identity, audit_url, audit)
-            finally:
-                server.should_exit = True
-                await serving
-    finally:
-        sock.close()
+    async with serving_identity(database_url, kafka_bootstrap, audit_url=audit_url,
+                                **identity_overrides) as (identity_url, identity):
+        audit = build_audit_app(AuditSettings(
+            database_url=audit_database_url, kafka_bootstrap=kafka_bootstrap,
+            identity_jwks_url=f"{identity_url}/.well-known/jwks.json",
+            audit_identity_url=identity_url, audit_service_client_id=client_id,
+            audit_service_client_secret=secret,
+            audit_consumer_group=f"audit-{uuid4().hex[:10]}",
+            audit_topic_pattern=audited_topics, audit_access_topic=AUDIT_ACCESS_TOPIC,
+            audit_signing_key_file=work_dir / "audit-checkpoint-key.pem",
+        ))
+        async with serving(audit, sock=sock):
+            yield IdentityWithAudit(identity_url, identity, audit_url, audit)

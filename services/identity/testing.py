@@ -12,7 +12,6 @@ import email
 import email.policy
 import json
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,13 +22,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from eventkit.envelope import Envelope
 from eventkit.personal_data import decrypt_value, subject_of
+from eventkit.testing.server import serving
 from guestlist.stack.kafka import create_topics
 from guestlist.stack.smtp_sink import SmtpSink
 from services.identity.account_handlers import AccountHandlers
@@ -73,21 +72,8 @@ async def serving_identity(
     """The app in uvicorn on a free port of 127.0.0.1; yields its base URL."""
     await create_topics(kafka_bootstrap, dict.fromkeys(TOPICS, 3))
     app = build_app(_settings(database_url, kafka_bootstrap, overrides))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(120):
-            while not server.started:
-                assert not serving.done(), "identity did not start"
-                await asyncio.sleep(0.05)
+    async with serving(app) as base_url:
         yield base_url, app
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
 
 
 def bearer(token: str) -> dict[str, str]:

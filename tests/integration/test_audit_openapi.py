@@ -18,7 +18,8 @@ import pytest
 from eventkit.personal_data import new_data_key
 from eventkit.publisher import KafkaPublisher
 from eventkit.testing.consumer_contract import eventually
-from eventkit.testing.openapi import fuzz, serving
+from eventkit.testing.openapi import fuzz
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from services.audit.bootstrap import build_app
 from services.audit.settings import AuditSettings

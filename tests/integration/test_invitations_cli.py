@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
 from schemas.permissions import ROLE_PERMISSIONS
@@ -42,26 +41,13 @@ async def test_import_invites_the_good_rows_reports_the_bad_and_never_twice(
             delivery_topic=await kafka_topics("notifications.delivery"),
         )
         app = build_app(settings)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            async with asyncio.timeout(120):
-                while not server.started:
-                    assert not serving.done(), "the service did not start"
-                    await asyncio.sleep(0.05)
+        async with serving(app) as url:
             args = ["import", str(file), "--url", url, "--token", token]
             first = await asyncio.to_thread(CliRunner().invoke, invitations_app, args)
             second = await asyncio.to_thread(CliRunner().invoke, invitations_app, args)
             invitations = await app.state.invitations.store.pool.fetchval(
                 "SELECT count(*) FROM invitations"
             )
-        finally:
-            server.should_exit = True
-            await serving
-            sock.close()
 
     assert first.exit_code == 1, first.output  # one row was refused
     assert "created" in first.output and "row 3: invalid" in first.output

@@ -14,7 +14,8 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from eventkit.testing.openapi import fuzz, serving
+from eventkit.testing.openapi import fuzz
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
 from schemas.permissions import ROLE_PERMISSIONS

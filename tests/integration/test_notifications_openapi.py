@@ -15,7 +15,8 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from eventkit.testing.openapi import fuzz, serving
+from eventkit.testing.openapi import fuzz
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.stack.kafka import create_topics
 from guestlist.stack.smtp_sink import SmtpSink

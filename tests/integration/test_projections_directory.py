@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +20,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -32,6 +30,7 @@ from eventkit.position import position_of_id
 from eventkit.publisher import KafkaPublisher
 from eventkit.registry import EventData
 from eventkit.testing.kafka import read_topic
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from schemas.catalog import build_registry
 from schemas.identity import (
@@ -187,22 +186,9 @@ async def _serving(app: FastAPI, over_http: bool) -> AsyncIterator[httpx.AsyncCl
                                   base_url="http://projections", timeout=TIMEOUT) as client:
             yield client
         return
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            while not server.started:
-                assert not serving.done(), "the service did not start"
-                await asyncio.sleep(0.05)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-                                     timeout=TIMEOUT) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
+    async with serving(app, start_within=TIMEOUT) as base_url, \
+            httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client:
+        yield client
 
 
 async def test_the_directory_shows_people_with_roles_status_and_inviter_and_audits_each_view(

@@ -34,7 +34,7 @@ from test_projections_rebuild import answers, versions
 from typer.testing import CliRunner
 
 from eventkit.kafka_client import list_topics
-from eventkit.testing.openapi import serving
+from eventkit.testing.server import serving
 from eventkit.testing.tokens import SigningKey, serve_jwks
 from guestlist.cli import app as cli
 from schemas.catalog import build_registry

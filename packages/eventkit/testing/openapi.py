@@ -1,44 +1,19 @@
-"""Serving a service on a real port and fuzzing it from its own OpenAPI document.
+"""Fuzzing a service from its own OpenAPI document.
 
 Every service's schemathesis test does the same two things: run the app in
-uvicorn on a free loopback port, then send generated requests from a worker
-thread and collect the server errors. Written once here.
+uvicorn on a free loopback port (``serving``, from :mod:`eventkit.testing.server`),
+then send generated requests from a worker thread and collect the server
+errors. Written once here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import hypothesis
 import schemathesis
-import uvicorn
-from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase
-
-
-@asynccontextmanager
-async def serving(app: FastAPI, *, start_within: float = 120) -> AsyncIterator[str]:
-    """Run ``app`` (lifespan included) in uvicorn on a free port; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(start_within):
-            while not server.started:
-                assert not task.done(), "the service did not start"
-                await asyncio.sleep(0.05)
-        yield base_url
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 def fuzz(

@@ -7,19 +7,18 @@ calls a protected route mints a token with :class:`SigningKey` and points
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from jwt.algorithms import OKPAlgorithm
+
+from eventkit.testing.server import serving
 
 ISSUER = "http://127.0.0.1:8001"
 AUDIENCE = "guestlist"
@@ -68,20 +67,6 @@ class JwksServer:
 async def serve_jwks(*keys: SigningKey) -> AsyncIterator[JwksServer]:
     """A real uvicorn on a free port serving ``keys``; ``.url`` is the JWKS URL."""
     served = JwksServer(keys)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound before serving: no race for the port
-    served.url = f"http://127.0.0.1:{sock.getsockname()[1]}/.well-known/jwks.json"
-    server = uvicorn.Server(
-        uvicorn.Config(served.app(), lifespan="off", log_config=None, access_log=False)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            raise RuntimeError("the JWKS server did not start")
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(served.app(), lifespan="off") as base_url:
+        served.url = f"{base_url}/.well-known/jwks.json"
         yield served
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
