@@ -260,3 +260,10 @@ class PostgresEventStore:
             event_id,
         )
         return found is not None
+
+    async def processed_among(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        rows = await self.pool.fetch(
+            "SELECT event_id FROM processed_events WHERE consumer = $1 AND event_id = ANY($2)",
+            consumer, list(event_ids),
+        )
+        return {row["event_id"] for row in rows}

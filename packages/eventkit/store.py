@@ -188,6 +188,10 @@ class EventStore(Protocol):
     async def is_processed(self, consumer: str, event_id: UUID) -> bool:
         ...
 
+    async def processed_among(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``event_ids`` ``consumer`` has processed: many waiters, one question."""
+        ...
+
 
 class Outbox(Protocol):
     """The events committed but not yet acknowledged by Kafka."""

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.personal_data import KeyOwners, KeyResolver, key_owners, service_credentials
+from eventkit.position import PositionWaits
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
 from services.projections import directory, failed_events_api, invitation_board, security_monitor
@@ -68,10 +69,11 @@ def build_app(
         max_lag=settings.readiness_max_lag,
     )
     key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
-    live = LiveChanges()
+    waits = PositionWaits(lambda: runtime.store)
+    live = LiveChanges(on_change=waits.changed)
     owners = KeyOwners(keys) if keys is not None else _key_owners(settings, key_client)
     context = ProjectionsContext(
-        settings=settings, runtime=runtime, projector=projector, live=live,
+        settings=settings, runtime=runtime, projector=projector, live=live, waits=waits,
         revealer=Revealer(owners),
     )
 

@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from eventkit.position import InvalidPosition, event_id_of, wait_for_position
+from eventkit.position import InvalidPosition, event_id_of
 from services.projections import readmodels
 from services.projections.context import ProjectionsContext, context_of
 from services.projections.problems import invalid
@@ -71,8 +71,8 @@ async def settle(
     reached: bool | None = None
     if wanted is not None:
         group = context.projector.group(read_model, version)
-        reached = await wait_for_position(context.runtime.store, group, wanted,
-                                          within=context.settings.read_wait_seconds)
+        reached = await context.waits.wait(group, wanted,
+                                           within=context.settings.read_wait_seconds)
     position = await readmodels.last_position(pool, read_model, version)
     response.headers[VERSION_HEADER] = str(version)
     if position is not None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from eventkit.position import PositionWaits
 from eventkit.runtime import ServiceRuntime
 from services.projections.live import LiveChanges
 from services.projections.personal_data import Revealer
@@ -20,6 +21,8 @@ class ProjectionsContext:
     projector: Projector
     revealer: Revealer
     live: LiveChanges
+    # Reads with min_position; woken by the live changes, which every replica hears.
+    waits: PositionWaits
 
 
 def context_of(request: Request) -> ProjectionsContext:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,8 +26,10 @@ _QUEUE_SIZE = 256
 
 
 class LiveChanges:
-    def __init__(self) -> None:
+    def __init__(self, *, on_change: Callable[[], None] = lambda: None) -> None:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        # Called on every change, before the subscribers' queues (reads waiting for a position).
+        self._on_change = on_change
         self._connection: asyncpg.Connection[Any] | None = None
 
     async def start(self, dsn: str) -> None:
@@ -45,6 +47,7 @@ class LiveChanges:
             change = json.loads(str(payload))
         except ValueError:
             return
+        self._on_change()
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):

@@ -176,6 +176,9 @@ class InMemoryEventStore:
     async def is_processed(self, consumer: str, event_id: UUID) -> bool:
         return (consumer, event_id) in self._state.processed
 
+    async def processed_among(self, consumer: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        return {e for e in event_ids if (consumer, e) in self._state.processed}
+
     # Outbox
     @asynccontextmanager
     async def leadership(self) -> AsyncIterator[None]:

@@ -166,6 +166,16 @@ class EventStoreContract:
             assert await tx.record_processed_many("many", [seen, fresh]) == set()
         assert await store.is_processed("many", fresh)
 
+    async def test_processed_among_names_only_what_this_consumer_processed(
+        self, store: Any
+    ) -> None:
+        mine, theirs, nobodys = uuid4(), uuid4(), uuid4()
+        async with store.transaction() as tx:
+            await tx.record_processed_many("among", [mine])
+            await tx.record_processed("other", theirs)
+        assert await store.processed_among("among", [mine, theirs, nobodys]) == {mine}
+        assert await store.processed_among("among", []) == set()
+
     async def test_outbox_holds_committed_events_in_append_order_until_marked(
         self, store: Any
     ) -> None:
