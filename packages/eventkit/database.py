@@ -18,6 +18,20 @@ from eventkit.migrations import apply_migrations
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
+async def _keep_session(_connection: asyncpg.Connection[Any]) -> None:
+    """Release a pooled connection without asyncpg's reset query.
+
+    asyncpg still rolls back a transaction left open and drops listeners; what
+    it would add is ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`` sent to the server on every release, a second round trip for every
+    one-query ``pool.fetch*`` (measured: 18,000 against 25,000 ``SELECT 1``/s
+    with 8 workers). Our code keeps no session state on pooled connections:
+    cursors live in transactions, LISTEN and long-held locks use connections
+    of their own, and the one session lock taken on a pooled connection (audit
+    replay) is released or its session closed before the connection returns.
+    """
+
+
 class ServiceDatabase:
     """Opened by the lifespan; everything that needs the pool asks it for ``pool``."""
 
@@ -53,6 +67,7 @@ class ServiceDatabase:
             max_size=self._max_size,
             # Names the service in pg_stat_activity when an operator looks at locks.
             server_settings={"application_name": self._application_name},
+            reset=_keep_session,
         )
 
     async def close(self) -> None:

@@ -158,8 +158,13 @@ async def run(
             await _publish_rest(pool, publisher, replay_id, stopping=stopping,
                                 retry_delay=retry_delay)
         finally:
-            await lock.fetchval("SELECT pg_advisory_unlock(hashtext('audit.replay'), "
-                                "hashtext($1))", str(replay_id))
+            try:
+                await lock.fetchval("SELECT pg_advisory_unlock(hashtext('audit.replay'), "
+                                    "hashtext($1))", str(replay_id))
+            except BaseException:
+                # Closing the session frees its lock; the pool replaces the connection.
+                lock.terminate()
+                raise
     return await find(pool, replay_id)
 
 
