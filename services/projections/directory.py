@@ -61,6 +61,8 @@ CREATE INDEX IF NOT EXISTS {users_registered} ON {users} (registered_at, user_id
 CREATE INDEX IF NOT EXISTS {users_activity} ON {users}
     ((coalesce(last_sign_in_at, registered_at)), user_id);
 CREATE INDEX IF NOT EXISTS {users_invitation} ON {users} (via_invitation_id);
+-- The directory's status filter (suspended, pending confirmation) in registration order.
+CREATE INDEX IF NOT EXISTS {users_status_registered} ON {users} (status, registered_at, user_id);
 CREATE TABLE IF NOT EXISTS {roles} (
     user_id      uuid        NOT NULL,
     role         text        NOT NULL,
@@ -78,7 +80,8 @@ CREATE TABLE IF NOT EXISTS {inviters} (
 );
 """
 TABLES = ("users", "roles", "inviters")
-INDEXES = ("users_registered", "users_activity", "users_invitation", "roles_role")
+INDEXES = ("users_registered", "users_activity", "users_invitation", "users_status_registered",
+           "roles_role")
 NIL = "00000000-0000-0000-0000-000000000000"
 NIL_ID = UUID(NIL)  # a platform role's community_id
 

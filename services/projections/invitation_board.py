@@ -56,9 +56,15 @@ CREATE INDEX IF NOT EXISTS {board_created} ON {board} (created_at, invitation_id
 CREATE INDEX IF NOT EXISTS {board_inviter} ON {board} (inviter_id, created_at);
 CREATE INDEX IF NOT EXISTS {board_valid_until} ON {board} (valid_until, invitation_id);
 CREATE INDEX IF NOT EXISTS {board_expired} ON {board} (expired_at) WHERE expired_at IS NOT NULL;
+-- The dashboard's status filter in either order: without them a status with few rows
+-- walks the whole created_at index (17 ms a page at 25,000 invitations).
+CREATE INDEX IF NOT EXISTS {board_status_created} ON {board} (status, created_at, invitation_id);
+CREATE INDEX IF NOT EXISTS {board_status_valid_until}
+    ON {board} (status, valid_until, invitation_id);
 """
 TABLES = ("board",)
-INDEXES = ("board_created", "board_inviter", "board_valid_until", "board_expired")
+INDEXES = ("board_created", "board_inviter", "board_valid_until", "board_expired",
+           "board_status_created", "board_status_valid_until")
 
 
 async def project(connection: Connection, t: Tables, envelope: Envelope, event: EventData) -> None:
