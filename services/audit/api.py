@@ -43,7 +43,7 @@ class AuditContext:
     replays: replay.ReplayRunner
 
 
-def audit_context(request: Request) -> AuditContext:
+async def audit_context(request: Request) -> AuditContext:  # async: no worker thread
     context = request.app.state.audit
     assert isinstance(context, AuditContext)
     return context

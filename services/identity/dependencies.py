@@ -35,7 +35,7 @@ class IdentityHandlers:
     export_wait: float
 
 
-def _handlers(request: Request) -> IdentityHandlers:
+async def _handlers(request: Request) -> IdentityHandlers:  # async: no worker thread
     handlers = request.app.state.identity
     assert isinstance(handlers, IdentityHandlers)
     return handlers
@@ -100,7 +100,7 @@ class CommandAnswers:
         return stored.to_response()
 
 
-def _command_answers(
+async def _command_answers(  # async: no worker thread
     request: Request, h: Handlers, key: IdempotencyKey, idempotency: Idempotency
 ) -> CommandAnswers:
     return CommandAnswers(request, h, key, idempotency)

@@ -32,7 +32,7 @@ KeyReader = Annotated[Principal, Depends(require_permission("read_personal_data_
 Answer = tuple[int, dict[str, Any], dict[str, str]]
 
 
-def _service(request: Request) -> InvitationsService:
+async def _service(request: Request) -> InvitationsService:  # async: no worker thread
     service = request.app.state.invitations
     assert isinstance(service, InvitationsService)
     return service

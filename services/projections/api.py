@@ -41,7 +41,13 @@ from services.projections.pages import decode_cursor
 from services.projections.problems import invalid, keys_unavailable
 from services.projections.security_queries import Kind, SecurityEvent, SecuritySummary
 
-Context = Annotated[ProjectionsContext, Depends(context_of)]
+
+async def _context(request: Request) -> ProjectionsContext:
+    """``context_of`` as a dependency; ``async``, so FastAPI runs it without a worker thread."""
+    return context_of(request)
+
+
+Context = Annotated[ProjectionsContext, Depends(_context)]
 Lister = Annotated[Principal, Depends(require_permission("list_person"))]
 Reader = Annotated[Principal, Depends(require_permission("read_person"))]
 Limit = Annotated[int, Query(ge=1, le=200, description="At most this many items.")]

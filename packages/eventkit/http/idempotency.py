@@ -222,8 +222,8 @@ def _in_use() -> Problem:
     )
 
 
-def get_idempotency_store(request: Request) -> IdempotencyStore:
-    """The app's store, put on ``app.state`` by the app factory."""
+async def get_idempotency_store(request: Request) -> IdempotencyStore:
+    """The app's store, put on ``app.state`` by the app factory (``async``: no worker thread)."""
     store = getattr(request.app.state, "idempotency", None)
     if not isinstance(store, IdempotencyStore):
         raise RuntimeError("the app was not built by create_service_app")
