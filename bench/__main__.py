@@ -73,7 +73,7 @@ async def main(events: int, only: set[str], *, rebuild_events: int = 1_000_000
             results["faust"] = await faust_windows.run(pg, kafka.bootstrap, events=events * 5)
         if "visibility" in only:
             from bench import visibility
-            results["visibility"] = await visibility.run(pg, kafka.bootstrap)
+            results["visibility"] = await visibility.run(pg, kafka.bootstrap, kafka_pid=kafka.pid)
         if "rebuild" in only:
             from bench import rebuild
             results["rebuild"] = await rebuild.run(pg, kafka.bootstrap, events=rebuild_events)

@@ -47,8 +47,9 @@ IN_FLIGHT = 128
 
 
 @asynccontextmanager
-async def _service(module: str, env: Mapping[str, str], port: int) -> AsyncIterator[str]:
-    """``python -m <module>`` with ``env``; yields its URL once /readyz answers 200."""
+async def _service(module: str, env: Mapping[str, str], port: int
+                   ) -> AsyncIterator[tuple[str, int]]:
+    """``python -m <module>`` with ``env``; yields its URL and pid once /readyz answers 200."""
     log_file = LOGS / f"visibility-{module.rsplit('.', 1)[-1]}.log"
     await asyncio.to_thread(LOGS.mkdir, parents=True, exist_ok=True)
     log = await asyncio.to_thread(log_file.open, "wb")
@@ -70,7 +71,7 @@ async def _service(module: str, env: Mapping[str, str], port: int) -> AsyncItera
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         if process.returncode is None:
             process.terminate()
@@ -79,6 +80,29 @@ async def _service(module: str, env: Mapping[str, str], port: int) -> AsyncItera
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every process below it, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        times[int(entry)] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total / ticks
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -90,9 +114,14 @@ def _summary(values: list[float]) -> dict[str, float]:
             "p99_ms": round(cut[98] * 1000, 1), "max_ms": round(ordered[-1] * 1000, 1)}
 
 
-async def run(pg: Any, bootstrap: str, *, rate: float = 200.0, seconds: float = 30.0
-              ) -> dict[str, Any]:
-    """Start both services, send ``rate`` commands/s for ``seconds``; the figures."""
+async def run(pg: Any, bootstrap: str, *, rate: float = 200.0, seconds: float = 30.0,
+              kafka_pid: int | None = None) -> dict[str, Any]:
+    """Start both services, send ``rate`` commands/s for ``seconds``; the figures.
+
+    The report includes the CPU each part used while commands were being sent
+    (PostgreSQL and Kafka when this process started them), in per cent of one
+    core: where the machine's cores went.
+    """
     prefix = f"benchvis{uuid4().hex[:6]}"
     topics = {name: f"{prefix}.{name}" for name in
               ("identity.user", "identity.platform", "notifications.delivery",
@@ -121,19 +150,24 @@ async def run(pg: Any, bootstrap: str, *, rate: float = 200.0, seconds: float = 
         }
         print(f"visibility: starting invitations and projections, then {rate:g} commands/s "
               f"for {seconds:g} s…", file=sys.stderr)
-        async with _service("services.invitations", invitations_env, free_port()) as commands, \
-                _service("services.projections", projections_env, free_port()) as reads:
+        async with _service("services.invitations", invitations_env, free_port()) as (
+                commands, invitations_pid), \
+                _service("services.projections", projections_env, free_port()) as (
+                    reads, projections_pid):
+            parts = {"invitations": invitations_pid, "projections": projections_pid,
+                     "postgresql": pg.pid, "kafka": kafka_pid}
             # aiohttp, not httpx, for the load: at 400 requests/s httpx's pool bookkeeping
             # alone took most of a core of the two the whole system shares.
             connector = aiohttp.TCPConnector(limit=2 * IN_FLIGHT)
             timeout = aiohttp.ClientTimeout(total=60)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                              headers=headers) as session:
-                return await _measure(session, commands, reads, rate=rate, seconds=seconds)
+                return await _measure(session, commands, reads, rate=rate, seconds=seconds,
+                                      parts={k: v for k, v in parts.items() if v})
 
 
 async def _measure(session: aiohttp.ClientSession, commands: str, reads: str, *,
-                   rate: float, seconds: float) -> dict[str, Any]:
+                   rate: float, seconds: float, parts: Mapping[str, int]) -> dict[str, Any]:
     run_id = uuid4().hex[:8]
     answer_times: list[float] = []
     committed_at: list[float] = []
@@ -171,6 +205,8 @@ async def _measure(session: aiohttp.ClientSession, commands: str, reads: str, *,
 
     count = int(rate * seconds)
     tasks: list[asyncio.Task[None]] = []
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in parts.items()}
+    load_before = time.process_time()  # this process alone, its children apart
     started = time.perf_counter()
     for n in range(count):
         delay = started + n / rate - time.perf_counter()
@@ -179,6 +215,9 @@ async def _measure(session: aiohttp.ClientSession, commands: str, reads: str, *,
         await slots.acquire()
         tasks.append(asyncio.create_task(command(n)))
     issued = time.perf_counter() - started
+    cpu_percent = {name: round((_cpu_seconds(pid) - cpu_before[name]) / issued * 100, 1)
+                   for name, pid in parts.items()}
+    cpu_percent["load_generator"] = round((time.process_time() - load_before) / issued * 100, 1)
     _, late = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
     for task in late:
         task.cancel()
@@ -193,4 +232,7 @@ async def _measure(session: aiohttp.ClientSession, commands: str, reads: str, *,
         "committed_commands_per_s": round(len(committed_at) / span, 1) if span else 0.0,
         "command_answer": _summary(answer_times),
         "commit_to_visible": _summary(visible_after),
+        # Per cent of one core while sending; the machine's cores are os.cpu_count().
+        "cpu_percent_while_sending": cpu_percent,
+        "cores": os.cpu_count(),
     }
