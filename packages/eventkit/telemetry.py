@@ -58,8 +58,15 @@ def create_tracer_provider(settings: ServiceSettings) -> TracerProvider:
     return provider
 
 
-def install_tracing(app: FastAPI, provider: TracerProvider) -> None:
-    """Trace the app's requests and every asyncpg query with ``provider``."""
+def install_tracing(app: FastAPI, provider: TracerProvider, *, trace_queries: bool) -> None:
+    """Trace the app's requests with ``provider``, and every asyncpg query if ``trace_queries``.
+
+    Query spans are wanted only where spans go somewhere: the asyncpg
+    instrumentation doubles the client's CPU per query (42 µs more on a
+    ``SELECT 1``, ~10% of a service's CPU under load), which buys nothing when no
+    exporter is configured. Request and Kafka spans are always made, so
+    traceparents stay real and the trace continues through the outbox.
+    """
     set_global_textmap(TraceContextTextMapPropagator())
     # OpenTelemetry allows one global provider per process; the first service wins,
     # which only matters for code that asks for the global one (tests build many apps).
@@ -69,7 +76,7 @@ def install_tracing(app: FastAPI, provider: TracerProvider) -> None:
         app, tracer_provider=provider, excluded_urls=_UNTRACED_URLS
     )
     asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]  # untyped __init__
-    if not asyncpg.is_instrumented_by_opentelemetry:
+    if trace_queries and not asyncpg.is_instrumented_by_opentelemetry:
         # Patches the asyncpg module itself, so once per process.
         asyncpg.instrument(tracer_provider=provider)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -37,3 +41,19 @@ def test_a_broken_traceparent_starts_a_new_trace() -> None:
         with tracer.start_as_current_span("consume", context=context_from_traceparent(broken)) as s:
             assert trace.get_current_span() is s
             assert s.parent is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("exporter", "traced"), [("none", False), ("console", True)])
+def test_queries_are_traced_only_where_spans_are_exported(exporter: str, traced: bool) -> None:
+    # asyncpg is instrumented process-wide, so each case gets a process of its own.
+    probe = (
+        "from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor\n"
+        "from eventkit.http.app import create_service_app\n"
+        "from services.audit.settings import AuditSettings\n"
+        "create_service_app(AuditSettings(database_url='postgresql://x@127.0.0.1/x',"
+        f" kafka_bootstrap='127.0.0.1:1', otel_exporter='{exporter}'))\n"
+        "print(AsyncPGInstrumentor().is_instrumented_by_opentelemetry)\n"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert answer.stdout.strip().splitlines()[-1] == str(traced)

@@ -27,7 +27,7 @@ from eventkit.http.request_id import REQUEST_ID_HEADER, RequestIdMiddleware
 from eventkit.logging import configure_logging
 from eventkit.metrics import HttpMetrics, HttpMetricsMiddleware, create_registry
 from eventkit.runtime import ServiceRuntime
-from eventkit.settings import ServiceSettings
+from eventkit.settings import OtelExporter, ServiceSettings
 from eventkit.telemetry import create_tracer_provider, install_tracing, shutdown_tracing
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -124,6 +124,7 @@ def create_service_app(
     )
     for router in routers:
         app.include_router(router)
-    install_tracing(app, tracer_provider)
+    install_tracing(app, tracer_provider,
+                    trace_queries=settings.otel_exporter is not OtelExporter.NONE)
     declare_problems(app)
     return app
