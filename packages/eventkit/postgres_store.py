@@ -10,7 +10,7 @@ log) take turns on a transaction-scoped advisory lock on its id instead.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -84,6 +84,8 @@ class PostgresTransaction:
     def __init__(self, connection: Connection, clock: Clock) -> None:
         self.connection = connection
         self._clock = clock
+        # Whether this unit of work put events in the outbox (the relay is told on commit).
+        self.appended = False
 
     async def append(
         self,
@@ -96,6 +98,7 @@ class PostgresTransaction:
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        self.appended = True
         # An event remembers the request that caused it, so one trace spans services.
         traceparent = traceparent if traceparent is not None else current_traceparent()
         if expected_version is not None:
@@ -205,11 +208,28 @@ class PostgresEventStore:
     def __init__(self, pool: asyncpg.Pool[Any], *, clock: Clock = utc_now) -> None:
         self.pool = pool
         self._clock = clock
+        self._on_appended: list[Callable[[], None]] = []
+
+    def on_appended(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each commit that put events in the outbox.
+
+        The relay of this process wakes on it instead of waiting for its next
+        poll; a relay in another replica still finds the events by polling.
+        """
+        self._on_appended.append(callback)
+
+    def _appended(self) -> None:
+        for callback in self._on_appended:
+            callback()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self.pool.acquire() as connection, connection.transaction():
-            yield PostgresTransaction(connection, self._clock)
+        async with self.pool.acquire() as connection:
+            async with connection.transaction():
+                tx = PostgresTransaction(connection, self._clock)
+                yield tx
+            if tx.appended:  # reached only once the transaction committed
+                self._appended()
 
     async def append(
         self,
@@ -222,9 +242,12 @@ class PostgresEventStore:
     ) -> list[RecordedEvent]:
         # The append is a single statement, atomic on its own: no BEGIN/COMMIT round trips.
         async with self.pool.acquire() as connection:
-            return await PostgresTransaction(connection, self._clock).append(
+            recorded = await PostgresTransaction(connection, self._clock).append(
                 stream_id, expected_version, events, actor_id=actor_id, traceparent=traceparent
             )
+        if recorded:
+            self._appended()
+        return recorded
 
     async def append_to_log(
         self,

@@ -41,6 +41,11 @@ class OutboxRelay:
         self._idle_interval = idle_interval
         self._retry_interval = retry_interval
         self.published = 0
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """New events were committed: look now rather than after ``idle_interval``."""
+        self._woken.set()
 
     async def _send(self, batch: list[OutgoingEvent]) -> None:
         # One producer span per batch, linked to the requests that caused its events
@@ -102,8 +107,9 @@ class OutboxRelay:
             try:
                 async with self._outbox.leadership():
                     while not stopping.is_set():
+                        self._woken.clear()  # what is committed from here on is looked for
                         if not await self.publish_pending():
-                            await _sleep_unless(stopping, self._idle_interval)
+                            await _sleep_unless(stopping, self._idle_interval, self._woken)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -122,6 +128,16 @@ def _span_context(record: KafkaRecord) -> SpanContext | None:
     return None
 
 
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+async def _sleep_unless(stopping: asyncio.Event, seconds: float,
+                        woken: asyncio.Event | None = None) -> None:
+    """Sleep ``seconds``, less if ``stopping`` (or ``woken``) is set meanwhile."""
+    if woken is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=seconds)
+        return
+    waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(woken.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

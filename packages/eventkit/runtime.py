@@ -197,6 +197,7 @@ class ServiceRuntime:
             return
         try:
             relay = OutboxRelay(PostgresOutbox(self.settings.database_dsn), publisher)
+            self.store.on_appended(relay.wake)
             await relay.run(stopping)
         finally:
             await publisher.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -113,3 +114,35 @@ async def test_only_one_relay_publishes_at_a_time(
     await take(second, "second", 0)
     await first
     assert order == ["first in", "first out", "second in", "second out"]
+
+
+async def test_commits_that_appended_events_wake_the_relay_instead_of_its_next_poll(
+    store: PostgresStoreAndOutbox, publisher: KafkaPublisher, published: Published, topic: str,
+) -> None:
+    woken: list[str] = []
+    store.on_appended(lambda: woken.append("appended"))
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.append(stream(), 0, [thing(0, topic)], actor_id="a")
+            raise RuntimeError("rolled back")
+    async with store.transaction() as tx:
+        await tx.record_processed("nothing-appended", uuid4())
+    assert woken == []  # neither a rollback nor a commit without events wakes anyone
+
+    relay = OutboxRelay(store, publisher, idle_interval=3600)  # it would never poll again
+    store.on_appended(relay.wake)
+    stopping = asyncio.Event()
+    running = asyncio.create_task(relay.run(stopping))
+    try:
+        await asyncio.sleep(0.5)  # the relay found nothing and sleeps
+        async with store.transaction() as tx:
+            await tx.append(stream(), 0, [thing(1, topic)], actor_id="a")
+        await store.append(stream(), 0, [thing(2, topic)], actor_id="a")
+        assert woken == ["appended", "appended"]
+        async with asyncio.timeout(30):
+            envelopes = await published(topic, 2)
+        assert sorted(numbers(envelopes)) == [1, 2]
+    finally:
+        stopping.set()
+        relay.wake()
+        await running
