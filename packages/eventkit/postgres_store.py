@@ -218,6 +218,12 @@ class PostgresEventStore:
         """
         self._on_appended.append(callback)
 
+    def with_clock(self, clock: Clock) -> PostgresEventStore:
+        """The same store stamping events with ``clock``; it wakes the same relay."""
+        sibling = PostgresEventStore(self.pool, clock=clock)
+        sibling._on_appended = self._on_appended  # shared: callbacks added later reach both
+        return sibling
+
     def _appended(self) -> None:
         for callback in self._on_appended:
             callback()

@@ -74,7 +74,7 @@ class InvitationsService:
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
         async with self._runtime.lifespan(app):
             # Our own store on the runtime's pool: the same clock stamps events and decides.
-            self._store = PostgresEventStore(self._runtime.database.pool, clock=self.clock)
+            self._store = self._runtime.store.with_clock(self.clock)
             self._bulk = BulkWorker(self._store, self.handlers, clock=self.clock)
             self._scheduler = InvitationScheduler(
                 self._store, self.handlers, clock=self.clock, batch=self.settings.scheduler_batch,
