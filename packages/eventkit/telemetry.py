@@ -73,7 +73,9 @@ def install_tracing(app: FastAPI, provider: TracerProvider, *, trace_queries: bo
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=_UNTRACED_URLS
+        app, tracer_provider=provider, excluded_urls=_UNTRACED_URLS,
+        # One span per request, not one more per ASGI message sent or received.
+        exclude_spans=["receive", "send"],
     )
     asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]  # untyped __init__
     if trace_queries and not asyncpg.is_instrumented_by_opentelemetry:
