@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import time
 from collections.abc import Callable
 from uuid import UUID
@@ -78,10 +77,22 @@ class PositionWaits:
         self._poll = poll
         self._waiting: dict[str, dict[UUID, list[asyncio.Future[bool]]]] = {}
         self._changed = asyncio.Event()
+        # The consumers to ask about at the next look; None: every one with reads waiting.
+        self._dirty: set[str] | None = set()
         self._checker: asyncio.Task[None] | None = None
 
-    def changed(self) -> None:
-        """A consumer committed: look again now."""
+    def changed(self, consumer: str | None = None) -> None:
+        """``consumer`` (or some consumer, if None) committed: look again now.
+
+        Naming the consumer spares the question for the others: several read
+        models commit for each event, and reads usually wait on one of them.
+        """
+        if consumer is None:
+            self._dirty = None
+        elif consumer not in self._waiting:
+            return  # no read waits on it
+        elif self._dirty is not None:
+            self._dirty.add(consumer)
         self._changed.set()
 
     async def wait(self, consumer: str, position: str, *, within: float) -> bool:
@@ -89,7 +100,7 @@ class PositionWaits:
         event_id = event_id_of(position)
         reached: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(consumer, {}).setdefault(event_id, []).append(reached)
-        self._changed.set()  # the first look includes this read, batched with any others
+        self.changed(consumer)  # the first look includes this read, batched with any others
         if self._checker is None or self._checker.done():
             self._checker = asyncio.create_task(self._check(), name="position-waits")
         try:
@@ -112,10 +123,15 @@ class PositionWaits:
     async def _check(self) -> None:
         try:
             while self._waiting:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._changed.wait(), timeout=self._poll)
+                    dirty, self._dirty = self._dirty, set()
+                except TimeoutError:
+                    dirty, self._dirty = None, set()  # the poll: everyone
                 self._changed.clear()
                 for consumer, by_event in list(self._waiting.items()):
+                    if dirty is not None and consumer not in dirty:
+                        continue
                     for event_id in await self._store().processed_among(consumer, list(by_event)):
                         for reached in by_event.get(event_id, []):
                             if not reached.done():

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -70,7 +71,15 @@ def build_app(
     )
     key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
     waits = PositionWaits(lambda: runtime.store)
-    live = LiveChanges(on_change=waits.changed)
+
+    def changed(change: dict[str, Any]) -> None:
+        # The payload names the read model and version: only reads waiting on it are asked.
+        try:
+            waits.changed(projector.group(str(change["read_model"]), int(change["version"])))
+        except (KeyError, TypeError, ValueError):
+            waits.changed()
+
+    live = LiveChanges(on_change=changed)
     owners = KeyOwners(keys) if keys is not None else _key_owners(settings, key_client)
     context = ProjectionsContext(
         settings=settings, runtime=runtime, projector=projector, live=live, waits=waits,

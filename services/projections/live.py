@@ -26,7 +26,7 @@ _QUEUE_SIZE = 256
 
 
 class LiveChanges:
-    def __init__(self, *, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, *, on_change: Callable[[dict[str, Any]], None] = lambda _: None) -> None:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         # Called on every change, before the subscribers' queues (reads waiting for a position).
         self._on_change = on_change
@@ -47,7 +47,7 @@ class LiveChanges:
             change = json.loads(str(payload))
         except ValueError:
             return
-        self._on_change()
+        self._on_change(change)
         for queue in self._subscribers:
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):

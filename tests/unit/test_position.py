@@ -112,3 +112,23 @@ async def test_a_failing_store_fails_the_waiting_reads_and_the_next_read_starts_
     store.broken = False
     await _processed(store, "board", event.envelope.id)
     assert await waits.wait("board", position_of(event), within=5)
+
+
+async def test_a_change_named_for_one_consumer_asks_only_about_its_reads() -> None:
+    store = CountingStore()
+    [event] = await store.append(stream(), 0, [thing(1)], actor_id="a")
+    waits = PositionWaits(lambda: store, poll=60)
+    board = asyncio.create_task(waits.wait("board", position_of(event), within=5))
+    directory = asyncio.create_task(waits.wait("directory", position_of(event), within=0.5))
+    await asyncio.sleep(0.05)
+    assert store.questions == 2  # the first look asked about both
+    await _processed(store, "board", event.envelope.id)
+    waits.changed("directory")
+    await asyncio.sleep(0.05)
+    assert store.questions == 3 and not board.done()  # the board's read was not asked about
+    waits.changed("security")  # nobody waits on it: no question at all
+    await asyncio.sleep(0.05)
+    assert store.questions == 3
+    waits.changed("board")
+    assert await board
+    assert not await directory
