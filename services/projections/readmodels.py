@@ -195,8 +195,9 @@ def batch_handler(
             # The inbox retries a failed batch one event at a time: here an event whose
             # data cannot be applied is set aside, in a savepoint, and the model moves on.
             try:
-                async with connection.transaction():
-                    if changes := decode([deliveries[0].envelope]):
+                # Decoded first: an event the model does not follow needs no savepoint.
+                if changes := decode([deliveries[0].envelope]):
+                    async with connection.transaction():
                         await model.project(connection, tables, changes)
             except EVENT_ERRORS as error:
                 await _record_failure(connection, failed_table, deliveries[0], error)
