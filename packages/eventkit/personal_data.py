@@ -42,8 +42,10 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 from eventkit.registry import EventData, personal_fields
+from eventkit.settings import KeyReaderSettings
 
 PREFIX = "pd1:"
 ERASED = "[erased]"
@@ -284,6 +286,17 @@ class KeyOwners:
             raise unavailable
         return None
 
+    @classmethod
+    def from_settings(
+        cls, settings: KeyReaderSettings, *, client: httpx.AsyncClient, purpose: str
+    ) -> KeyOwners:
+        """Identity and invitations as a service's settings name them, for ``purpose``."""
+        return owners_over_http(
+            identity_url=settings.identity_url, invitations_url=settings.invitations_url,
+            client_id=settings.service_client_id, secret=settings.service_client_secret,
+            client=client, purpose=purpose, cache_seconds=settings.personal_data_cache_seconds,
+        )
+
     async def reveal(self, value: str, *, owner: str | None = None) -> str | None:
         """``value`` in clear, None once its key was erased; ``owner`` if known."""
         if not is_encrypted(value):
@@ -303,6 +316,20 @@ def key_owners(
                                cache_seconds=cache_seconds)
         for owner, url in urls.items()
     })  # fmt: skip
+
+
+def owners_over_http(
+    *, identity_url: str, invitations_url: str, client_id: str, secret: SecretStr | None,
+    client: httpx.AsyncClient, purpose: str, cache_seconds: float = 30.0,
+) -> KeyOwners:
+    """Identity (people) then invitations (invitees), read with the service client's token."""
+    credentials = service_credentials(
+        identity_url, client_id=client_id, client=client,
+        secret=None if secret is None else secret.get_secret_value(),
+    )
+    return key_owners({"identity": identity_url, "invitations": invitations_url},
+                      client=client, credentials=credentials, purpose=purpose,
+                      cache_seconds=cache_seconds)
 
 
 def service_credentials(

@@ -115,6 +115,23 @@ class ServiceSettings(BaseSettings):
         return self.database_url.get_secret_value()
 
 
+class KeyReaderSettings(ServiceSettings):
+    """A service that opens personal data: the key owners it asks, and with which client.
+
+    Identity owns the keys of people, invitations those of invitees; both are read
+    with a token identity issues to ``SERVICE_CLIENT_ID`` / ``SERVICE_CLIENT_SECRET``
+    (without a secret every read of personal data fails). Each service sets its
+    own client id as the default.
+    """
+
+    identity_url: str = "http://127.0.0.1:8001"
+    invitations_url: str = "http://127.0.0.1:8002"
+    service_client_id: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    service_client_secret: SecretStr | None = None
+    # An answer of a key owner (an erasure too) is reused this long.
+    personal_data_cache_seconds: float = Field(default=30.0, ge=0)
+
+
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.migrations import apply_migrations
-from eventkit.personal_data import KeyResolver, key_owners, service_credentials
+from eventkit.personal_data import KeyResolver, owners_over_http
 from eventkit.postgres_store import PostgresTransaction
 from eventkit.runtime import ServiceRuntime
 from eventkit.store import utc_now
@@ -39,16 +39,13 @@ def build_app(settings: AuditSettings, *, keys: KeyResolver | None = None) -> Fa
     )
     key_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
     if keys is None:
-        secret = settings.audit_service_client_secret
         # The log holds every service's events: values are opened by whichever owner has the key.
-        keys = key_owners(
-            {"identity": settings.audit_identity_url,
-             "invitations": settings.audit_invitations_url},
+        keys = owners_over_http(
+            identity_url=settings.audit_identity_url,
+            invitations_url=settings.audit_invitations_url,
+            client_id=settings.audit_service_client_id,
+            secret=settings.audit_service_client_secret,
             client=key_client, purpose="audit_timeline",
-            credentials=service_credentials(
-                settings.audit_identity_url, client_id=settings.audit_service_client_id,
-                secret=None if secret is None else secret.get_secret_value(), client=key_client,
-            ),
         )
 
     replays = replay.ReplayRunner(lambda: runtime.store.pool, settings.kafka_bootstrap)

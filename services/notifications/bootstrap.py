@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
 from eventkit.kafka_client import KafkaMessageSink
-from eventkit.personal_data import KeyOwners, key_owners, service_credentials
+from eventkit.personal_data import KeyOwners
 from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import Clock, utc_now
 from schemas.catalog import build_registry
@@ -30,19 +30,6 @@ from services.notifications.settings import NotificationsSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 log = structlog.get_logger(__name__)
-
-
-def _personal_data(settings: NotificationsSettings, client: httpx.AsyncClient) -> KeyOwners:
-    secret = settings.service_client_secret
-    credentials = service_credentials(
-        settings.identity_url, client_id=settings.service_client_id, client=client,
-        secret=None if secret is None else secret.get_secret_value(),
-    )
-    return key_owners(
-        {"identity": settings.identity_url, "invitations": settings.invitations_url},
-        client=client, credentials=credentials, purpose="notification_delivery",
-        cache_seconds=settings.personal_data_cache_seconds,
-    )
 
 
 def _mailer(settings: NotificationsSettings) -> SmtpMailer:
@@ -102,10 +89,12 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.lifespan(app), httpx.AsyncClient(timeout=10.0) as keys_client:
+            keys = personal_data or KeyOwners.from_settings(
+                settings, client=keys_client, purpose="notification_delivery")
             sender = Sender(
                 pool=runtime.database.pool, store=runtime.store, registry=registry,
                 renderer=renderer, mailer=mailer or _mailer(settings),
-                personal_data=personal_data or _personal_data(settings, keys_client),
+                personal_data=keys,
                 dead_letters=KafkaMessageSink(settings.kafka_bootstrap,
                                               client_id=f"{GROUP}.delivery"),
                 mail_from=settings.mail_from, contact_email=settings.contact_email,
@@ -116,8 +105,7 @@ def build_app(
                 max_delay=settings.retry_max_delay, lease=settings.send_lease,
                 batch=settings.delivery_batch, clock=clock,
             )  # fmt: skip
-            delivery_log.open(runtime.database.pool, personal_data or
-                              _personal_data(settings, keys_client))
+            delivery_log.open(runtime.database.pool, keys)
             stopping = asyncio.Event()
             task = asyncio.create_task(
                 sender.run(stopping, interval=settings.delivery_poll_interval), name="sender"

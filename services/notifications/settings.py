@@ -15,12 +15,12 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from eventkit.settings import Port, ServiceSettings
+from eventkit.settings import KeyReaderSettings, Port
 
 DEV_RECIPIENT_HASH_KEY = "guestlist-local-development-recipient-hashes"
 
 
-class NotificationsSettings(ServiceSettings):
+class NotificationsSettings(KeyReaderSettings):
     # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
     service_name: Literal["notifications"] = "notifications"
     http_port: Port = 8003
@@ -54,11 +54,8 @@ class NotificationsSettings(ServiceSettings):
 
     recipient_hash_key: SecretStr = SecretStr(DEV_RECIPIENT_HASH_KEY)
 
-    identity_url: str = "http://127.0.0.1:8001"
-    invitations_url: str = "http://127.0.0.1:8002"
+    # Identity's and invitations' key endpoints and the client: eventkit's KeyReaderSettings.
     service_client_id: str = "notifications"
-    service_client_secret: SecretStr | None = None
-    personal_data_cache_seconds: float = Field(default=30.0, ge=0)
 
     # Topics read; overridable so tests can run on topics of their own.
     user_topic: str = "identity.user"

@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from eventkit.http.app import create_service_app
-from eventkit.personal_data import KeyOwners, KeyResolver, key_owners, service_credentials
+from eventkit.personal_data import KeyOwners, KeyResolver
 from eventkit.position import PositionWaits
 from eventkit.runtime import ServiceRuntime
 from schemas.catalog import build_registry
@@ -35,19 +35,6 @@ def read_models(settings: ProjectionsSettings) -> tuple[ReadModel, ...]:
     return (directory.READ_MODEL, invitation_board.READ_MODEL, security_monitor.read_model(
         takeover_failures=settings.takeover_failures,
         takeover_window=timedelta(seconds=settings.takeover_window_seconds)))
-
-
-def _key_owners(settings: ProjectionsSettings, client: httpx.AsyncClient) -> KeyOwners:
-    secret = settings.service_client_secret
-    credentials = service_credentials(
-        settings.identity_url, client_id=settings.service_client_id, client=client,
-        secret=None if secret is None else secret.get_secret_value(),
-    )
-    return key_owners(
-        {"identity": settings.identity_url, "invitations": settings.invitations_url},
-        client=client, credentials=credentials, purpose="dashboard_read_model",
-        cache_seconds=settings.personal_data_cache_seconds,
-    )
 
 
 def topics_of(settings: ProjectionsSettings) -> tuple[str, ...]:
@@ -80,7 +67,8 @@ def build_app(
             waits.changed()
 
     live = LiveChanges(on_change=changed)
-    owners = KeyOwners(keys) if keys is not None else _key_owners(settings, key_client)
+    owners = (KeyOwners(keys) if keys is not None else
+              KeyOwners.from_settings(settings, client=key_client, purpose="dashboard_read_model"))
     context = ProjectionsContext(
         settings=settings, runtime=runtime, projector=projector, live=live, waits=waits,
         revealer=Revealer(owners),

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from eventkit.settings import Port, ServiceSettings
+from eventkit.settings import KeyReaderSettings, Port
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 
 
-class ProjectionsSettings(ServiceSettings):
+class ProjectionsSettings(KeyReaderSettings):
     # A Literal: a stray SERVICE_NAME in the environment fails the start, not renames it.
     service_name: Literal["projections"] = "projections"
     http_port: Port = 8005
@@ -43,8 +43,5 @@ class ProjectionsSettings(ServiceSettings):
     takeover_failures: int = Field(default=5, ge=1)
     takeover_window_seconds: int = Field(default=900, ge=1)
 
-    identity_url: str = "http://127.0.0.1:8001"
-    invitations_url: str = "http://127.0.0.1:8002"
+    # Identity's and invitations' key endpoints and the client: eventkit's KeyReaderSettings.
     service_client_id: str = "projections"
-    service_client_secret: SecretStr | None = None
-    personal_data_cache_seconds: float = Field(default=30.0, ge=0)

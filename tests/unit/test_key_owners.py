@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 from uuid import uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from eventkit.personal_data import (
     KeyOwners,
@@ -16,6 +18,7 @@ from eventkit.personal_data import (
     new_data_key,
     owner_of_source,
 )
+from services.notifications.settings import NotificationsSettings
 
 
 class Token:
@@ -104,3 +107,48 @@ async def test_an_owners_event_is_opened_by_that_owner_alone_and_others_by_all()
         assert owner_of_source("/guestlist/identity") == "identity"
         with pytest.raises(LookupError, match="'audit'"):
             reader.of("audit")
+
+
+def owner_settings(secret: str | None = None) -> NotificationsSettings:
+    return NotificationsSettings(
+        database_url=SecretStr("postgresql://guestlist@127.0.0.1:5432/guestlist_notifications"),
+        identity_url="http://identity", invitations_url="http://invitations",
+        service_client_secret=None if secret is None else SecretStr(secret),
+    )
+
+
+async def test_a_readers_settings_name_its_owners_its_client_and_its_purpose() -> None:
+    subject, key = str(uuid4()), new_data_key()
+    requests: list[tuple[str, str, str | None]] = []
+
+    def owners_and_tokens(request: httpx.Request) -> httpx.Response:
+        requests.append((request.url.host, request.url.path, request.headers.get("X-Purpose")))
+        if request.url.path == "/v1/service-tokens":
+            assert json.loads(request.content) == {"client_id": "notifications",
+                                                   "client_secret": "client-secret"}
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        if request.url.host == "invitations" and request.url.path.endswith(subject):
+            return httpx.Response(200, json={"key": base64.urlsafe_b64encode(key).decode()})
+        return httpx.Response(404)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(owners_and_tokens)) as client:
+        reader = KeyOwners.from_settings(owner_settings("client-secret"),
+                                         client=client, purpose="notification_delivery")
+        value = encrypt_value("camille@example.org", subject_id=subject, key=key)
+
+        assert await reader.reveal(value) == "camille@example.org"
+    keys_path = f"/v1/internal/personal-data-keys/{subject}"
+    assert requests == [("identity", "/v1/service-tokens", None),
+                        ("identity", keys_path, "notification_delivery"),
+                        ("invitations", keys_path, "notification_delivery")]
+
+
+async def test_a_reader_without_a_client_secret_opens_nothing_and_asks_no_owner() -> None:
+    asked: list[str] = []
+    async with httpx.AsyncClient(transport=owner_endpoint({}, asked)) as client:
+        reader = KeyOwners.from_settings(owner_settings(), client=client, purpose="p")
+        value = encrypt_value("x@example.org", subject_id=str(uuid4()), key=new_data_key())
+
+        with pytest.raises(KeyUnavailable, match="no service client secret for 'notifications'"):
+            await reader.reveal(value)
+    assert asked == []
