@@ -8,59 +8,21 @@ people receive, so it needs ``manage_platform_users`` (platform managers).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from eventkit.http.auth import Principal, require_permission
 from eventkit.http.problems import CONFLICT, NOT_FOUND, VALIDATION_ERROR, Problem
 from services.notifications.domain import SUPPORTED_LOCALES, DeliveryStatus, TemplateName
-from services.notifications.queries import BadCursor, DeliveryLog, DeliveryView
+from services.notifications.queries import BadCursor, Delivery, DeliveryLog
 
 LogReader = Annotated[Principal, Depends(require_permission("view_platform_logs"))]
 UserManager = Annotated[Principal, Depends(require_permission("manage_platform_users"))]
 SupportedLocale = Literal["en", "es", "fr", "uk"]
 assert set(SupportedLocale.__args__) == set(SUPPORTED_LOCALES)  # type: ignore[attr-defined]
-
-
-class Delivery(BaseModel):
-    id: UUID
-    template: str
-    locale: str
-    status: DeliveryStatus
-    attempts: int
-    recipient: str
-    recipient_hash: str | None
-    user_id: UUID | None
-    invitation_id: UUID | None
-    cause_event_id: UUID
-    cause_type: str
-    message_id: str
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-    next_attempt_at: datetime | None
-    sealed_fields: dict[str, str] = Field(
-        description="Each other personal value the mail carries (name, token, code...): "
-        "[sealed] while its key still opens it, [erased] once the key is gone (erased, or "
-        "a delivery key past its time); never the value itself.",
-    )
-
-    @classmethod
-    def of(cls, view: DeliveryView) -> Delivery:
-        return cls(id=view.notification_id, template=view.template, locale=view.locale,
-                   status=DeliveryStatus(view.status), attempts=view.attempts,
-                   recipient=view.recipient, recipient_hash=view.recipient_hash,
-                   user_id=view.user_id, invitation_id=view.invitation_id,
-                   cause_event_id=view.cause_event_id, cause_type=view.cause_type,
-                   message_id=view.message_id, last_error=view.last_error,
-                   created_at=view.created_at, updated_at=view.updated_at,
-                   sent_at=view.sent_at, next_attempt_at=view.next_attempt_at,
-                   sealed_fields=dict(view.sealed_fields))
 
 
 class DeliveryPage(BaseModel):
@@ -105,14 +67,14 @@ def build_router(log: DeliveryLog) -> APIRouter:
         except BadCursor as error:
             raise Problem(type_=VALIDATION_ERROR, detail=str(error),
                           errors=[{"field": "cursor", "message": str(error)}]) from None
-        return DeliveryPage(items=[Delivery.of(view) for view in page], next_cursor=following)
+        return DeliveryPage(items=page, next_cursor=following)
 
     @router.get("/notifications/{notification_id}", response_model=Delivery)
     async def get_notification(notification_id: UUID, _reader: LogReader) -> Delivery:
         view = await log.delivery(notification_id)
         if view is None:
             raise Problem(type_=NOT_FOUND, detail="no such notification")
-        return Delivery.of(view)
+        return view
 
     @router.post("/notifications/{notification_id}/retry", response_model=Delivery)
     async def retry_notification(notification_id: UUID, _manager: UserManager) -> Delivery:
@@ -121,7 +83,7 @@ def build_router(log: DeliveryLog) -> APIRouter:
             raise Problem(type_=NOT_FOUND, detail="no such notification")
         if outcome is False or outcome is True:
             raise Problem(type_=CONFLICT, detail="only a failed notification can be retried")
-        return Delivery.of(outcome)
+        return outcome
 
     @router.get("/templates", response_model=TemplateList)
     async def list_templates(_reader: LogReader) -> TemplateList:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+from pydantic import BaseModel, Field
 
 from eventkit.personal_data import KeyUnavailable, PersonalDataError
 from services.notifications.domain import (
@@ -37,12 +36,13 @@ class BadCursor(ValueError):
     """The ``cursor`` is not one this service handed out."""
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryView:
-    notification_id: UUID
+# One mail as the delivery log shows it, and the API's answer as it is (a comment, not a
+# docstring: the OpenAPI schema of Delivery stays as it was).
+class Delivery(BaseModel):
+    id: UUID
     template: str
     locale: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     recipient: str
     recipient_hash: str | None
@@ -56,7 +56,11 @@ class DeliveryView:
     updated_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None
-    sealed_fields: Mapping[str, str]
+    sealed_fields: dict[str, str] = Field(
+        description="Each other personal value the mail carries (name, token, code...): "
+        "[sealed] while its key still opens it, [erased] once the key is gone (erased, or "
+        "a delivery key past its time); never the value itself.",
+    )
 
 
 SEALED = "[sealed]"
@@ -104,7 +108,7 @@ class DeliveryLog:
         status: DeliveryStatus | None = None,
         cursor: str | None = None,
         limit: int = 50,
-    ) -> tuple[list[DeliveryView], str | None]:
+    ) -> tuple[list[Delivery], str | None]:
         """Newest first; the second value is the cursor of the next page, if there is one."""
         conditions: list[str] = ["true"]
         args: list[object] = []
@@ -128,13 +132,13 @@ class DeliveryLog:
         last = rows[limit - 1]
         return page, encode_cursor(last["created_at"], last["notification_id"])
 
-    async def delivery(self, notification_id: UUID) -> DeliveryView | None:
+    async def delivery(self, notification_id: UUID) -> Delivery | None:
         row = await self.pool.fetchrow(
             "SELECT * FROM deliveries WHERE notification_id = $1", notification_id
         )
         return None if row is None else await self._view(row)
 
-    async def retry(self, notification_id: UUID) -> DeliveryView | bool | None:
+    async def retry(self, notification_id: UUID) -> Delivery | bool | None:
         """Schedule a failed mail again with a fresh set of attempts; False if not failed."""
         row = await self.pool.fetchrow(
             """UPDATE deliveries SET status = 'scheduled', attempts = 0, next_attempt_at = now(),
@@ -157,9 +161,9 @@ class DeliveryLog:
         return self._renderer.render(template, locale=locale, platform=platform,
                                      params=SAMPLE_PARAMS[template], contact_email=self._contact)
 
-    async def _view(self, row: asyncpg.Record) -> DeliveryView:
-        return DeliveryView(
-            notification_id=row["notification_id"], template=row["template"],
+    async def _view(self, row: asyncpg.Record) -> Delivery:
+        return Delivery(
+            id=row["notification_id"], template=row["template"],
             locale=row["locale"], status=row["status"], attempts=row["attempts"],
             recipient=await self._recipient(row["recipient"], row["owner"]),
             recipient_hash=row["recipient_hash"], user_id=row["user_id"],
