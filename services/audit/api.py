@@ -72,6 +72,26 @@ class ReplayBody(BaseModel):
         "Lower-case words joined by dots ending in '.replay'; never a topic the log reads."))
 
 
+class TimelineItem(BaseModel):
+    """One entry of a person's timeline, with its personal fields opened or [erased]."""
+
+    sequence: int = Field(description="The entry's place in the log.")
+    id: UUID = Field(description="The event's CloudEvents id (ce_id), as every service has it.")
+    time: str = Field(json_schema_extra={"format": "date-time"},
+                      description="When the event happened (its ce_time).")
+    type: str
+    subject: str
+    actor: str
+    role: Literal["subject", "actor", "named"]
+    named_in: list[str] = Field(description="The data fields that name the person.")
+    data: Any
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
 def after_cursor(cursor: str | None) -> int:
     if cursor is None:
         return 0
@@ -134,7 +154,7 @@ def build_router() -> APIRouter:
                       filters=wanted.as_text(), count=len(page.items))
         return {"items": page.items, "next_cursor": page.next_cursor}
 
-    @router.get("/subjects/{subject_id}/timeline",
+    @router.get("/subjects/{subject_id}/timeline", response_model=TimelinePage,
                 summary="Everything done to or by a person, personal data revealed or [erased]")
     async def subject_timeline(
         context: Context,

@@ -147,6 +147,7 @@ async def timeline(
                 else "actor" if row["ce_actorid"] == person else "named")
         items.append({
             "sequence": row["sequence"],
+            "id": str(row["ce_id"]),
             "time": row["ce_time"].isoformat(),
             "type": row["ce_type"],
             "subject": row["ce_subject"],

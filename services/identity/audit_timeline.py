@@ -30,6 +30,7 @@ log = get_logger("identity.audit_timeline")
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     sequence: int
+    id: str  # the event's CloudEvents id, as identity's store has it too
     time: datetime
     type: str
     subject: str
@@ -41,7 +42,8 @@ class TimelineEntry:
     @classmethod
     def from_json(cls, item: dict[str, Any]) -> TimelineEntry:
         return cls(
-            sequence=int(item["sequence"]), time=datetime.fromisoformat(item["time"]),
+            sequence=int(item["sequence"]), id=str(item["id"]),
+            time=datetime.fromisoformat(item["time"]),
             type=str(item["type"]), subject=str(item["subject"]), actor=str(item["actor"]),
             role=str(item["role"]), data=item.get("data"),
             named_in=tuple(str(name) for name in item.get("named_in") or ()),

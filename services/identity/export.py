@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -36,11 +35,9 @@ BEHIND_RETRY_AFTER = 2
 
 @dataclass(frozen=True, slots=True)
 class EventRef:
-    """How an event identity wrote is recognised in the audit log."""
+    """An event identity wrote, recognised in the audit log by its CloudEvents id."""
 
-    subject: str
-    type: str
-    time: datetime
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +98,8 @@ def missing_events(
     own: Sequence[EventRef], timelines: Mapping[str, Sequence[TimelineEntry]]
 ) -> list[EventRef]:
     """Identity's events on the person that the audit log's timelines do not show."""
-    # One entry may come in several timelines (a read of one's own data: subject and actor).
-    unique = {entry.sequence: entry for entries in timelines.values() for entry in entries}
-    logged = Counter(EventRef(e.subject, e.type, e.time) for e in unique.values())
-    # Counted, not a set: two events of one type in one microsecond are two events.
-    needed = Counter(own)
-    return list((needed - logged).elements())
+    logged = {entry.id for entries in timelines.values() for entry in entries}
+    return [event for event in own if event.id not in logged]
 
 
 def assemble(

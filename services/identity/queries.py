@@ -70,7 +70,7 @@ async def held_data(work: UnitOfWork, tx: PostgresTransaction, user_id: UUID) ->
     for stream in (str(user_id), f"access-{user_id}"):
         for recorded in await tx.read_stream(stream):
             envelope = recorded.envelope
-            own_events.append(EventRef(envelope.subject, envelope.type, envelope.time))
+            own_events.append(EventRef(str(envelope.id)))
             if work.registry.class_for(envelope.type) is UserRegistered:
                 invitation = json.loads(envelope.data_json).get("via_invitation_id")
                 via_invitation = UUID(invitation) if invitation else None

@@ -77,6 +77,10 @@ async def test_the_timeline_holds_what_names_the_person_in_data(audit: Audit) ->
         "NotificationSent": ("named", ["recipient_email", "recipient_user_id"]),
         "InvitationCreated": ("named", ["invitee_email"]),
     }
+    # each item carries its event's CloudEvents id, so a reader can match it exactly
+    sent_ids = {e.type.split(".")[2]: str(e.id) for e in events}
+    assert {kind: item["id"] for kind, item in by_type.items()} == {
+        kind: sent_ids[kind] for kind in by_type}
     assert by_type["NotificationSent"]["data"]["recipient_email"] == "alice@example.org"
     assert by_type["InvitationCreated"]["data"]["invitee_email"] == "alice@example.org"
 

@@ -5,6 +5,7 @@ collected, then it is whole, or refused while the log lacks any of identity's ev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -57,7 +58,8 @@ def entry(sequence: int, type_: str, subject: str, actor: str, person: str,
           ) -> TimelineEntry:
     own = subject in (person, f"access-{person}")
     return TimelineEntry(
-        sequence=sequence, time=T0 + timedelta(minutes=minutes), type=type_, subject=subject,
+        sequence=sequence, id=str(uuid4()), time=T0 + timedelta(minutes=minutes), type=type_,
+        subject=subject,
         actor=actor, role="subject" if own else "actor" if actor == person else "named",
         data=data, named_in=named_in,
     )
@@ -73,7 +75,7 @@ def held(person: UUID, own: Sequence[TimelineEntry], invitation: UUID | None = N
         account=AccountRecords(password_changed_at=T0, via_invitation_id=invitation,
                                scheduled=[]),
         sessions=Sessions(total=1, last_signed_in_at=T0, active=[]),
-        own_events=tuple(EventRef(e.subject, e.type, e.time) for e in own),
+        own_events=tuple(EventRef(e.id) for e in own),
     )
 
 
@@ -143,7 +145,8 @@ async def test_a_field_named_in_any_of_the_persons_timelines_is_theirs() -> None
     named_by_key = entry(4, INVITATION_CREATED, other, "system", p, data,
                          named_in=("invitee_email",))
     named_by_invitation = TimelineEntry(
-        sequence=4, time=named_by_key.time, type=INVITATION_CREATED, subject=other,
+        sequence=4, id=named_by_key.id, time=named_by_key.time, type=INVITATION_CREATED,
+        subject=other,
         actor="system", role="named", data=data, named_in=("subject_id",))
 
     class TwoViews(Timelines):
@@ -192,6 +195,19 @@ async def test_two_events_alike_to_the_microsecond_both_have_to_be_in_the_log() 
 
     with pytest.raises(ExportUnavailable):
         await collected(held(person, [first, second]), source)
+
+
+async def test_an_event_is_found_in_the_log_by_its_id_not_by_looking_alike() -> None:
+    person = uuid4()
+    p = str(person)
+    registered = entry(1, REGISTERED, p, p, p, {"email": "ada@example.org"})
+    # the log has an event of the same subject, type and time, but another one
+    look_alike = replace(registered, id=str(uuid4()))
+
+    with pytest.raises(ExportUnavailable, match="1 of your latest events"):
+        await collected(held(person, [registered]), Timelines([look_alike]))
+    document = await collected(held(person, [registered]), Timelines([registered]))
+    assert [e.sequence for e in document.events] == [1]
 
 
 async def test_an_unreachable_audit_log_gives_no_export_and_says_when_to_come_back() -> None:
