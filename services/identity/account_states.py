@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventkit.postgres_store import PostgresTransaction
+from services.identity.account_status import DomainError, UserStatus
 from services.identity.commands import DeleteUser, SuspendUser
-from services.identity.domain import DomainError, UserStatus
 from services.identity.erasure import Erasure, end_sessions
 from services.identity.handlers import UnitOfWork, Written, schedule
 

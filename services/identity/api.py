@@ -17,6 +17,7 @@ from eventkit.http.auth import CurrentPrincipal
 from eventkit.http.problems import NOT_FOUND, PROBLEM_MEDIA_TYPE, UNAUTHORIZED, Problem
 from eventkit.personal_data import encode_key
 from schemas.roles import Role, RoleAssignment, RoleScope
+from services.identity.account_status import UserStatus
 from services.identity.commands import (
     ChangePassword,
     ConfirmEmail,
@@ -42,7 +43,6 @@ from services.identity.dependencies import (
     acting_user,
     check_password,
 )
-from services.identity.domain import UserStatus
 from services.identity.handlers import Written
 from services.identity.responses import (
     AccountStatus,

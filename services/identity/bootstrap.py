@@ -21,15 +21,16 @@ from eventkit.runtime import ServiceRuntime, Subscription
 from eventkit.store import ConcurrencyError, utc_now
 from schemas.catalog import build_registry
 from services.identity.account_handlers import AccountHandlers
+from services.identity.account_status import DomainError
 from services.identity.api import build_jwks_router, build_router
 from services.identity.audit_timeline import AuditTimeline
 from services.identity.consumers import InvitationCopy
 from services.identity.dependencies import IdentityHandlers
 from services.identity.derived_keys import DerivedKeys
-from services.identity.domain import DomainError, LockoutPolicy, ResetMailPolicy
 from services.identity.handlers import UnitOfWork
 from services.identity.personal_data_api import build_personal_data_router
 from services.identity.personal_data_keys import PersonalDataKeys
+from services.identity.policies import LockoutPolicy, ResetMailPolicy
 from services.identity.problems import problem_for
 from services.identity.reset_request_limit import reset_request_limit
 from services.identity.service_clients import OwnKeyReaderToken, ServiceClients

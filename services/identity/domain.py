@@ -1,9 +1,12 @@
-"""Identity's aggregates and rules: a user's account state, roles and sign-in lockout.
+"""Identity's aggregate: a user's account, rebuilt from its events, and its decisions.
 
 Pure: no I/O and no clock of its own. A :class:`User` is rebuilt from its
 events (each with the time it was recorded) and each decision returns the
 events it produces, or raises a :class:`DomainError` naming the rule broken.
 Personal fields are never needed to decide: they may already be ciphertext.
+The rules it applies live beside it: ``account_status`` (the states and their
+moves, the errors), ``role_rules`` (who may grant what) and ``policies``
+(lockout, reset mails).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 from uuid import UUID
 
 from eventkit.registry import EventData
@@ -34,114 +36,18 @@ from schemas.identity import (
 )
 from schemas.permissions import Permission, permissions_of
 from schemas.roles import RoleAssignment
+from services.identity.account_status import (
+    TRANSITIONS,
+    DomainError,
+    InvalidTransition,
+    UnknownUser,
+    UserStatus,
+)
+from services.identity.policies import LockoutPolicy, ResetMailPolicy
+from services.identity.role_rules import Granter, check_grant
 
-
-class UserStatus(StrEnum):
-    PENDING_CONFIRMATION = "pending_confirmation"
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    DELETED = "deleted"
-
-
-# The only moves an account can make; anything else is refused.
-TRANSITIONS: dict[UserStatus, frozenset[UserStatus]] = {
-    UserStatus.PENDING_CONFIRMATION: frozenset({UserStatus.ACTIVE, UserStatus.DELETED}),
-    UserStatus.ACTIVE: frozenset({UserStatus.SUSPENDED, UserStatus.DELETED}),
-    UserStatus.SUSPENDED: frozenset({UserStatus.ACTIVE, UserStatus.DELETED}),
-    UserStatus.DELETED: frozenset(),
-}
-
-
-class DomainError(Exception):
-    """A rule refused the decision; ``code`` is stable, the message is safe to show."""
-
-    code = "rule-broken"
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field  # the request field at fault, when one is
-
-
-class InvalidTransition(DomainError):
-    code = "invalid-transition"
-
-    def __init__(self, current: UserStatus, wanted: UserStatus) -> None:
-        super().__init__(f"an account that is {current} cannot become {wanted}")
-        self.current = current
-        self.wanted = wanted
-
-
-class UnknownUser(DomainError):
-    code = "unknown-user"
-
-
-class GrantRefused(DomainError):
-    code = "grant-refused"
-
-
-@dataclass(frozen=True, slots=True)
-class LockoutPolicy:
-    """``threshold`` failed sign-ins within ``window`` lock the account for ``duration``."""
-
-    threshold: int = 5
-    window: timedelta = timedelta(minutes=15)
-    duration: timedelta = timedelta(minutes=15)
-
-
-@dataclass(frozen=True, slots=True)
-class ResetMailPolicy:
-    """At most ``limit`` reset mails per account within ``window``: a known address cannot be
-    flooded by anyone who types it in. Requests past it are dropped, the answer stays 202."""
-
-    limit: int = 3
-    window: timedelta = timedelta(hours=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Granter:
-    """Who grants or revokes a role, with the roles they hold now (not those in their token)."""
-
-    user_id: UUID
-    roles: frozenset[RoleAssignment]
-
-
-def effective_permissions(
-    roles: Iterable[RoleAssignment], community_id: UUID | None
-) -> frozenset[Permission]:
-    """Permissions that count in ``community_id`` (None: the platform only)."""
-    held = [
-        r.role for r in roles
-        if r.scope == "platform" or (community_id is not None and r.community_id == community_id)
-    ]  # fmt: skip
-    return permissions_of(held)
-
-
-def check_grant(granter: Granter, assignment: RoleAssignment) -> None:
-    """Raise GrantRefused unless ``granter`` may grant (or revoke) ``assignment``.
-
-    - platform roles need ``manage_platform_roles``; community roles need it or
-      ``manage_community_roles`` in that community;
-    - ``platform_manager`` is granted only by a platform manager;
-    - nobody hands out a permission they do not hold themselves.
-    """
-    held = effective_permissions(granter.roles, assignment.community_id)
-    if assignment.scope == "platform":
-        if "manage_platform_roles" not in held:
-            raise GrantRefused("platform roles need the manage_platform_roles permission")
-    elif not {"manage_platform_roles", "manage_community_roles"} & held:
-        raise GrantRefused(
-            "community roles need manage_community_roles in that community "
-            "(or manage_platform_roles)"
-        )
-    if assignment.role == "platform_manager" and not any(
-        r.role == "platform_manager" for r in granter.roles
-    ):
-        raise GrantRefused("only a platform manager can make someone a platform manager")
-    missing = permissions_of([assignment.role]) - held
-    if missing:
-        raise GrantRefused(
-            f"{assignment.role} carries permissions you do not hold: {', '.join(sorted(missing))}"
-        )
+# DomainError stays importable from here for the admin CLI (packages/guestlist).
+__all__ = ["DomainError", "User"]
 
 
 @dataclass

@@ -28,8 +28,9 @@ from eventkit.registry import EventData, EventRegistry
 from eventkit.store import NewEvent, RecordedEvent
 from schemas.access import IdentityPersonalDataViewed
 from schemas.identity import SessionsRevoked
+from services.identity.account_status import UnknownUser
 from services.identity.derived_keys import DerivedKeys
-from services.identity.domain import UnknownUser, User
+from services.identity.domain import User
 from services.identity.personal_data_keys import PersonalDataKeys
 
 # The transaction of the command being served, when the route opened one (Idempotency-Key),

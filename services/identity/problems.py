@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from eventkit.http.problems import Problem, ProblemType
-from services.identity.domain import DomainError, GrantRefused, InvalidTransition, UnknownUser
+from services.identity.account_status import DomainError, InvalidTransition, UnknownUser
 from services.identity.registration import InvitationRefused
+from services.identity.role_rules import GrantRefused
 
 INVALID_CREDENTIALS = ProblemType("invalid-credentials", "E-mail or password is wrong", 401)
 ACCOUNT_UNAVAILABLE = ProblemType("account-unavailable", "The account cannot sign in now", 403)

@@ -6,8 +6,8 @@ from uuid import UUID, uuid4
 
 from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import UserDataExported, UserProfileUpdated
+from services.identity.account_status import InvalidTransition, UserStatus
 from services.identity.commands import UpdateProfile
-from services.identity.domain import InvalidTransition, UserStatus
 from services.identity.handlers import UnitOfWork, Written
 from services.identity.queries import profile
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from eventkit.personal_data import ERASED, decrypt_data
 from eventkit.postgres_store import PostgresTransaction
 from schemas.identity import UserProfileUpdated, UserRegistered
-from services.identity.domain import UnknownUser
+from services.identity.account_status import UnknownUser
 from services.identity.export import EventRef, HeldData
 from services.identity.handlers import UnitOfWork
 from services.identity.responses import (

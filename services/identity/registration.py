@@ -16,7 +16,7 @@ from uuid import UUID
 from eventkit.registry import EventData
 from schemas.identity import RoleGranted, UserEmailConfirmed, UserRegistered
 from schemas.roles import RoleAssignment
-from services.identity.domain import DomainError
+from services.identity.account_status import DomainError
 
 InvitationStatus = Literal["pending", "accepted", "revoked", "expired"]
 

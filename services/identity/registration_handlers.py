@@ -18,8 +18,8 @@ import asyncpg
 from eventkit.http.problems import Problem
 from eventkit.postgres_store import PostgresTransaction
 from schemas.roles import DEFAULT_COMMUNITY_ID, DEFAULT_COMMUNITY_ROLE, RoleAssignment
+from services.identity.account_status import DomainError, UserStatus
 from services.identity.commands import RegisterUser
-from services.identity.domain import DomainError, UserStatus
 from services.identity.handlers import UnitOfWork, Written, new_secret_token, token_hash
 from services.identity.passwords import hash_password
 from services.identity.platform_settings import PlatformSettingsHandlers

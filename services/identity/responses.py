@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.roles import Role, RoleAssignment, RoleScope
-from services.identity.domain import UserStatus
+from services.identity.account_status import UserStatus
 
 
 class Answer(BaseModel):

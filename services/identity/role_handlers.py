@@ -10,8 +10,8 @@ from uuid import UUID
 
 from schemas.roles import RoleAssignment
 from services.identity.commands import GrantRole
-from services.identity.domain import Granter
 from services.identity.handlers import UnitOfWork, Written
+from services.identity.role_rules import Granter
 
 
 class RoleHandlers:

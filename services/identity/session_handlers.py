@@ -20,9 +20,10 @@ from eventkit.http.problems import Problem
 from eventkit.postgres_store import PostgresTransaction
 from eventkit.rate_limit import ClientWindowLimit
 from schemas.identity import LoginFailure, PasswordChanged, PasswordResetRequested, SessionsRevoked
-from services.identity.domain import LockoutPolicy, ResetMailPolicy, User
+from services.identity.domain import User
 from services.identity.handlers import UnitOfWork, new_secret_token, token_hash
 from services.identity.passwords import hash_password, verify_password
+from services.identity.policies import LockoutPolicy, ResetMailPolicy
 from services.identity.problems import (
     ACCOUNT_UNAVAILABLE,
     INVALID_CREDENTIALS,

@@ -24,19 +24,16 @@ from schemas.identity import (
     UserSuspended,
 )
 from schemas.roles import RoleAssignment
-from services.identity.domain import (
+from services.identity.account_status import (
     TRANSITIONS,
     DomainError,
-    Granter,
-    GrantRefused,
     InvalidTransition,
-    LockoutPolicy,
-    ResetMailPolicy,
     UnknownUser,
-    User,
     UserStatus,
-    check_grant,
 )
+from services.identity.domain import User
+from services.identity.policies import LockoutPolicy, ResetMailPolicy
+from services.identity.role_rules import Granter, GrantRefused, check_grant
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 USER = UUID("00000000-0000-0000-0000-0000000000aa")
