@@ -10,6 +10,14 @@ is then rebuilt by ``services.projections.rebuild.rebuild`` — its next
 version from the earliest offsets to the ends, then the switch — into a fresh
 database, one after the other; the figure is the time from the call until it
 returned, and events over that time.
+
+Its peer, run on the same history in the same process: the live projector's
+path, ``services.projections.projector.consumer_for`` on version 1 of the
+same read model in another fresh database, from the first offsets until it
+handled every event (no begin, no progress, no switch). Both denominators are
+the events the read model consumed, which is the whole history (every read
+model reads all four topics); ``followed`` says how many of them are of a type
+it acts on, the others are only recorded as processed.
 """
 
 from __future__ import annotations
@@ -26,8 +34,11 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench.projections import Stopwatch
+from eventkit.consumer import Handled
 from eventkit.envelope import Envelope, KafkaRecord, encode_data
 from eventkit.migrations import apply_migrations
+from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventData
 from guestlist.stack.kafka import create_topics
 from schemas.catalog import build_registry
@@ -39,7 +50,9 @@ from schemas.identity import (
     UserRegistered,
 )
 from schemas.invitations import InvitationAccepted, InvitationCreated
+from services.projections import readmodels
 from services.projections.bootstrap import MIGRATIONS, read_models
+from services.projections.projector import consumer_for
 from services.projections.rebuild import rebuild
 from services.projections.settings import ProjectionsSettings
 
@@ -166,6 +179,52 @@ async def rebuild_time(pg: Any, bootstrap: str, topics: dict[str, str], name: st
             "events_per_s": round(events / elapsed)}
 
 
+async def live_time(pg: Any, bootstrap: str, topics: dict[str, str], name: str,
+                    events: int) -> dict[str, Any]:
+    """The live projector's consumer over the same history: seconds and events/s."""
+    dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
+    await apply_migrations(dsn, MIGRATIONS)
+    settings = ProjectionsSettings(database_url=dsn, kafka_bootstrap=bootstrap)
+    model = {m.name: m for m in read_models(settings)}[name]
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=6)
+    try:
+        async with pool.acquire() as connection:
+            await readmodels.prepare(connection, [model])
+            await readmodels.create_version(connection, model, 1)
+        watch = Stopwatch(events)
+
+        async def handled(_: Handled) -> None:  # called once its batch committed
+            watch.seen()
+
+        runner = consumer_for(model, 1, bootstrap=bootstrap,
+                              group_prefix=f"bench-{uuid4().hex[:8]}",
+                              topics=list(topics.values()), store=PostgresEventStore(pool),
+                              registry=REGISTRY, on_handled=handled)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(runner.run(stopping))
+        async with asyncio.timeout(3600):
+            await watch.done.wait()
+        stopping.set()
+        await task
+    finally:
+        await pool.close()
+    rate = watch.rate()
+    return {"seconds": round(rate.seconds, 1), "events_per_s": round(rate.per_second)}
+
+
+# The kinds in the order ``templates`` makes them, repeated by ``produce``.
+KINDS = (InvitationCreated, UserRegistered, InvitationAccepted, UserEmailConfirmed, RoleGranted,
+         LoginFailed, LoginSucceeded)
+
+
+def followed(pg_dsn: str, bootstrap: str, name: str, events: int) -> int:
+    """Events of the history of a type ``name`` acts on."""
+    settings = ProjectionsSettings(database_url=pg_dsn, kafka_bootstrap=bootstrap)
+    model = {m.name: m for m in read_models(settings)}[name]
+    acts = [not model.follows or kind in model.follows for kind in KINDS]
+    return sum(1 for n in range(events) if acts[n % len(KINDS)])
+
+
 async def run(pg: Any, bootstrap: str, *, events: int = 1_000_000) -> dict[str, Any]:
     prefix = f"benchrebuild{uuid4().hex[:6]}"
     topics = {name: f"{prefix}.{name}" for name in
@@ -177,7 +236,15 @@ async def run(pg: Any, bootstrap: str, *, events: int = 1_000_000) -> dict[str, 
     total = 0.0
     for name in ("directory", "invitations", "security"):
         print(f"rebuild: {name} over {events:,} events…", file=sys.stderr)
-        results[name] = await rebuild_time(pg, bootstrap, topics, name, events)
-        total += results[name]["seconds"]
+        built = await rebuild_time(pg, bootstrap, topics, name, events)
+        print(f"rebuild: {name}, the live projector's path over the same events…",
+              file=sys.stderr)
+        live = await live_time(pg, bootstrap, topics, name, events)
+        results[name] = {"consumed": events,
+                         "followed": followed(pg.dsn(), bootstrap, name, events),
+                         "rebuild": built, "live": live,
+                         "rebuild_to_live": round(built["events_per_s"] / live["events_per_s"],
+                                                  2)}
+        total += built["seconds"]
     results["all_seconds"] = round(total, 1)
     return results
