@@ -21,10 +21,10 @@ from eventkit.settings import ConfigurationError, load_settings
 from eventkit.store import utc_now
 from schemas.catalog import build_registry
 from services.identity.account_handlers import AccountHandlers
+from services.identity.account_status import DomainError
 from services.identity.bootstrap import MIGRATIONS
 from services.identity.commands import password_problem
 from services.identity.derived_keys import DerivedKeys
-from services.identity.domain import DomainError
 from services.identity.handlers import UnitOfWork
 from services.identity.personal_data_keys import PersonalDataKeys
 from services.identity.settings import IdentitySettings

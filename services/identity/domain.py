@@ -46,9 +46,6 @@ from services.identity.account_status import (
 from services.identity.policies import LockoutPolicy, ResetMailPolicy
 from services.identity.role_rules import Granter, check_grant
 
-# DomainError stays importable from here for the admin CLI (packages/guestlist).
-__all__ = ["DomainError", "User"]
-
 
 @dataclass
 class User:
