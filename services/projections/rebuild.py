@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from eventkit.consumer import ConsumerRunner
+from eventkit.consumer import ConsumerRunner, Handled
 from eventkit.kafka_client import Partition, committed_offsets, ensure_topics
 from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventRegistry
@@ -61,7 +61,11 @@ async def topic_extent(bootstrap: str, topics: Sequence[str]) -> dict[Partition,
         if found is None or found["error_code"] != 0 or not found["partitions"]:
             raise RebuildError(f"topic {topic} does not exist")
         partitions += [TopicPartition(topic, p["partition"]) for p in found["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # A fresh client knows no partition leaders yet: its first offsets request fails
+    # as stale and is retried once the metadata came, after ``retry_backoff_ms``
+    # (100 ms by default, twice here: 0.2 s of every rebuild's start).
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                retry_backoff_ms=5)
     await consumer.start()
     try:
         first = await consumer.beginning_offsets(partitions)
@@ -80,15 +84,18 @@ async def rebuild(
     model, version = await _begin(pool, models, name)
     extent = await topic_extent(bootstrap, topics)
     total = sum(end - first for first, end in extent.values())
+    committed = asyncio.Event()
     runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
-                          topics=topics, store=PostgresEventStore(pool), registry=registry)
+                          topics=topics, store=PostgresEventStore(pool), registry=registry,
+                          on_handled=_setting(committed))
 
     async def done() -> bool:
         reached, finished = await _reached(pool, runner, name, version, extent)
         on_progress(min(reached, total), total)
         return finished
 
-    await _run_until(runner, done, poll=poll, what=f"rebuild {name} v{version}")
+    await _run_until(runner, done, poll=poll, what=f"rebuild {name} v{version}",
+                     woken=committed)
     await _switch(pool, model, version, group_prefix)
     return version
 
@@ -122,8 +129,10 @@ async def rebuild_from_audit(
         raise RebuildError(str(error)) from error
     on_stage(f"replaying {name} from the audit log")
     store = PostgresEventStore(pool)
+    committed = asyncio.Event()
     replayed = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
-                            topics=[target], store=store, registry=registry)
+                            topics=[target], store=store, registry=registry,
+                            on_handled=_setting(committed))
     settled: dict[Partition, tuple[int, int]] = {}
     totals = {"replay": started.total, "topics": 0}
 
@@ -147,7 +156,8 @@ async def rebuild_from_audit(
         on_progress(min(reached, totals["replay"]), totals["replay"])
         return finished
 
-    await _run_until(replayed, replay_done, poll=poll, what=f"rebuild {name} v{version}")
+    await _run_until(replayed, replay_done, poll=poll, what=f"rebuild {name} v{version}",
+                     woken=committed)
     on_stage(f"catching up {name} on the topics")
     await _start_group_at(bootstrap, group, logged)
     starts = await committed_offsets(bootstrap, group)
@@ -155,7 +165,8 @@ async def rebuild_from_audit(
               for p, (first, end) in (await topic_extent(bootstrap, topics)).items()}
     totals["topics"] = sum(end - first for first, end in extent.values())
     runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
-                          topics=topics, store=store, registry=registry)
+                          topics=topics, store=store, registry=registry,
+                          on_handled=_setting(committed))
 
     async def caught_up() -> bool:
         reached, finished = await _reached(pool, runner, name, version, extent)
@@ -163,7 +174,8 @@ async def rebuild_from_audit(
         on_progress(totals["replay"] + min(reached, totals["topics"]), total)
         return finished
 
-    await _run_until(runner, caught_up, poll=poll, what=f"rebuild {name} v{version}")
+    await _run_until(runner, caught_up, poll=poll, what=f"rebuild {name} v{version}",
+                     woken=committed)
     await _switch(pool, model, version, group_prefix)
     await _drop_topic(bootstrap, target)
     return version
@@ -190,18 +202,38 @@ async def _begin(
     return model, version
 
 
+def _setting(event: asyncio.Event) -> Callable[[Handled], Awaitable[None]]:
+    """An ``on_handled`` hook setting ``event`` (the consumer calls it once a batch committed)."""
+
+    async def handled(_: Handled) -> None:
+        event.set()
+
+    return handled
+
+
 async def _run_until(
-    runner: ConsumerRunner, done: Callable[[], Awaitable[bool]], *, poll: float, what: str
+    runner: ConsumerRunner, done: Callable[[], Awaitable[bool]], *, poll: float, what: str,
+    woken: asyncio.Event | None = None,
 ) -> None:
-    """Run ``runner`` until ``done()``; it has left its group when this returns."""
+    """Run ``runner`` until ``done()``; it has left its group when this returns.
+
+    ``done()`` is asked every ``poll`` seconds, and as soon as ``woken`` is set (by a
+    committed batch), so the end is seen when the last batch commits, not up to a poll
+    later.
+    """
     stopping = asyncio.Event()
+    woken = woken or asyncio.Event()
     running = asyncio.create_task(runner.run(stopping), name=what)
     try:
-        while not await done():
+        while True:
+            woken.clear()
+            if await done():
+                break
             if running.done():
                 running.result()  # raises what stopped it
                 raise RebuildError("the rebuild's consumer stopped before the end")
-            await asyncio.sleep(poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=poll)
     finally:
         stopping.set()
         with contextlib.suppress(Exception):
