@@ -34,7 +34,7 @@ from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventRegistry
 from services.projections import audit_replay, readmodels
 from services.projections.audit_replay import AuditReplayError, AuditReplays
-from services.projections.projector import consumer_for
+from services.projections.projector import REBUILD_SETTINGS, consumer_for
 from services.projections.readmodels import ReadModel
 
 log = structlog.get_logger(__name__)
@@ -87,7 +87,7 @@ async def rebuild(
     committed = asyncio.Event()
     runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
                           topics=topics, store=PostgresEventStore(pool), registry=registry,
-                          on_handled=_setting(committed))
+                          on_handled=_setting(committed), settings=REBUILD_SETTINGS)
 
     async def done() -> bool:
         reached, finished = await _reached(pool, runner, name, version, extent)
@@ -132,7 +132,7 @@ async def rebuild_from_audit(
     committed = asyncio.Event()
     replayed = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
                             topics=[target], store=store, registry=registry,
-                            on_handled=_setting(committed))
+                            on_handled=_setting(committed), settings=REBUILD_SETTINGS)
     settled: dict[Partition, tuple[int, int]] = {}
     totals = {"replay": started.total, "topics": 0}
 
@@ -166,7 +166,7 @@ async def rebuild_from_audit(
     totals["topics"] = sum(end - first for first, end in extent.values())
     runner = consumer_for(model, version, bootstrap=bootstrap, group_prefix=group_prefix,
                           topics=topics, store=store, registry=registry,
-                          on_handled=_setting(committed))
+                          on_handled=_setting(committed), settings=REBUILD_SETTINGS)
 
     async def caught_up() -> bool:
         reached, finished = await _reached(pool, runner, name, version, extent)
