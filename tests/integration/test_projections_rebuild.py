@@ -120,6 +120,35 @@ async def test_a_rebuild_fills_the_next_version_while_serving_and_answers_the_sa
     assert [row["tablename"] for row in kept] == ["security_events_v2", "security_events_v3"]
 
 
+async def test_a_rebuild_sees_its_end_when_its_last_batch_commits_not_at_its_next_poll(
+    database_url: str, kafka_bootstrap: str, kafka_topics: Topics
+) -> None:
+    async with running_service(database_url=database_url, kafka_bootstrap=kafka_bootstrap,
+                               kafka_topics=kafka_topics) as service:
+        people = [registered(service, address=f"p{n}@example.org") for n in range(30)]
+        await service.publish(*(event for event, _ in people))
+        await eventually(lambda: _listed(service, people[-1][1]))
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+        progress: list[tuple[int, int]] = []
+        try:
+            # The first check finds nothing applied yet; only a committed batch's wake-up
+            # can end the wait before the minute is over.
+            async with asyncio.timeout(30):
+                new = await rebuild(
+                    pool=pool, bootstrap=kafka_bootstrap,
+                    models={m.name: m for m in read_models(service.settings)},
+                    name="directory", topics=topics_of(service.settings),
+                    group_prefix=service.settings.projections_group_prefix,
+                    registry=build_registry(), on_progress=lambda d, t: progress.append((d, t)),
+                    poll=60.0)
+        finally:
+            await pool.close()
+        switched = await versions(service)
+
+    assert new == 2 and switched["directory"] == 2
+    assert progress[0][0] < progress[0][1] and progress[-1][0] == progress[-1][1] >= 30
+
+
 async def _serving(service: Service, wanted: dict[str, int]) -> bool:
     response = await service.get("/v1/directory/users", limit=1)
     metrics = (await service.client.get("/metrics")).text
