@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -140,7 +141,9 @@ class Stopwatch:
         return Rate(self.events, self._last - self._started, first - self._started)
 
 
-async def apply_rate(dsn: str, bootstrap: str, topic: str, name: str, events: int) -> Rate:
+async def apply_rate(dsn: str, bootstrap: str, topic: str | Sequence[str], name: str,
+                     events: int) -> Rate:
+    """The live projector's consumer of read model ``name`` over ``events`` on ``topic``(s)."""
     await apply_migrations(dsn, MIGRATIONS)
     settings = ProjectionsSettings(database_url=dsn, kafka_bootstrap=bootstrap)
     model = {m.name: m for m in read_models(settings)}[name]
@@ -154,12 +157,13 @@ async def apply_rate(dsn: str, bootstrap: str, topic: str, name: str, events: in
             watch.seen()
 
         runner = consumer_for(model, 1, bootstrap=bootstrap,
-                              group_prefix=f"bench-{uuid4().hex[:8]}", topics=[topic],
+                              group_prefix=f"bench-{uuid4().hex[:8]}",
+                              topics=[topic] if isinstance(topic, str) else list(topic),
                               store=PostgresEventStore(pool), registry=REGISTRY,
                               on_handled=handled)
         stopping = asyncio.Event()
         task = asyncio.create_task(runner.run(stopping))
-        async with asyncio.timeout(900):
+        async with asyncio.timeout(3600):
             await watch.done.wait()
         stopping.set()
         await task

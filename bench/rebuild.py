@@ -34,11 +34,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.projections import Stopwatch
-from eventkit.consumer import Handled
+from bench.projections import apply_rate
 from eventkit.envelope import Envelope, KafkaRecord, encode_data
 from eventkit.migrations import apply_migrations
-from eventkit.postgres_store import PostgresEventStore
 from eventkit.registry import EventData
 from guestlist.stack.kafka import create_topics
 from schemas.catalog import build_registry
@@ -50,9 +48,7 @@ from schemas.identity import (
     UserRegistered,
 )
 from schemas.invitations import InvitationAccepted, InvitationCreated
-from services.projections import readmodels
 from services.projections.bootstrap import MIGRATIONS, read_models
-from services.projections.projector import consumer_for
 from services.projections.rebuild import rebuild
 from services.projections.settings import ProjectionsSettings
 
@@ -183,32 +179,7 @@ async def live_time(pg: Any, bootstrap: str, topics: dict[str, str], name: str,
                     events: int) -> dict[str, Any]:
     """The live projector's consumer over the same history: seconds and events/s."""
     dsn = await pg.create_database(f"bench_{uuid4().hex[:8]}")
-    await apply_migrations(dsn, MIGRATIONS)
-    settings = ProjectionsSettings(database_url=dsn, kafka_bootstrap=bootstrap)
-    model = {m.name: m for m in read_models(settings)}[name]
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=6)
-    try:
-        async with pool.acquire() as connection:
-            await readmodels.prepare(connection, [model])
-            await readmodels.create_version(connection, model, 1)
-        watch = Stopwatch(events)
-
-        async def handled(_: Handled) -> None:  # called once its batch committed
-            watch.seen()
-
-        runner = consumer_for(model, 1, bootstrap=bootstrap,
-                              group_prefix=f"bench-{uuid4().hex[:8]}",
-                              topics=list(topics.values()), store=PostgresEventStore(pool),
-                              registry=REGISTRY, on_handled=handled)
-        stopping = asyncio.Event()
-        task = asyncio.create_task(runner.run(stopping))
-        async with asyncio.timeout(3600):
-            await watch.done.wait()
-        stopping.set()
-        await task
-    finally:
-        await pool.close()
-    rate = watch.rate()
+    rate = await apply_rate(dsn, bootstrap, list(topics.values()), name, events)
     return {"seconds": round(rate.seconds, 1), "events_per_s": round(rate.per_second)}
 
 
