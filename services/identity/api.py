@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from eventkit.http.auth import CurrentPrincipal
 from eventkit.http.problems import NOT_FOUND, PROBLEM_MEDIA_TYPE, UNAUTHORIZED, Problem
+from eventkit.http.purpose import Purpose
 from eventkit.personal_data import encode_key
 from schemas.roles import Role, RoleAssignment, RoleScope
 from services.identity.account_status import UserStatus
@@ -37,7 +38,6 @@ from services.identity.dependencies import (
     Handlers,
     KeyReader,
     PersonDeleter,
-    Purpose,
     SettingsManager,
     UserManager,
     acting_user,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventkit.http.auth import Principal, require_permission
@@ -20,8 +20,6 @@ from services.identity.problems import WEAK_PASSWORD
 from services.identity.responses import Answer
 from services.identity.service_clients import ServiceClients
 from services.identity.session_handlers import SessionHandlers
-
-PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +40,6 @@ async def _handlers(request: Request) -> IdentityHandlers:  # async: no worker t
 
 
 Handlers = Annotated[IdentityHandlers, Depends(_handlers)]
-Purpose = Annotated[
-    str | None,
-    Header(alias="X-Purpose", pattern=PURPOSE_PATTERN,
-           description="Why personal data is read, e.g. support_ticket; recorded."),
-]
 
 SettingsManager = Annotated[Principal, Depends(require_permission("manage_platform_settings"))]
 UserManager = Annotated[Principal, Depends(require_permission("manage_platform_users"))]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Response
 
 from eventkit.http.auth import CurrentPrincipal, Principal
 from eventkit.http.problems import PROBLEM_MEDIA_TYPE, SERVICE_UNAVAILABLE, Problem
+from eventkit.http.purpose import Purpose
 from services.identity.commands import UpdateProfile
 from services.identity.dependencies import (
     Commands,
@@ -20,7 +21,6 @@ from services.identity.dependencies import (
     IdentityHandlers,
     PersonReader,
     PersonUpdater,
-    Purpose,
     acting_user,
 )
 from services.identity.export import ExportUnavailable, collect_export

@@ -19,8 +19,6 @@ from eventkit.store import NewEvent, Transaction
 from schemas.access import InvitationsPersonalDataViewed
 
 SYSTEM_ACTOR = "system"
-# X-Purpose, as identity reads it: a short identifier.
-PURPOSE_PATTERN = r"^[a-z][a-z0-9_]{0,99}$"
 
 
 async def record_viewed(

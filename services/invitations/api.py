@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Request, Response
 from eventkit.http.auth import Principal
 from eventkit.http.idempotency import Idempotency, IdempotencyKey
 from eventkit.http.problems import NOT_FOUND, Problem
+from eventkit.http.purpose import Purpose
 from eventkit.personal_data import encode_key
 from eventkit.store import Transaction
 from services.invitations.access import record_viewed
@@ -26,7 +27,6 @@ from services.invitations.dependencies import (
     Answer,
     KeyReader,
     ManageInvitations,
-    Purpose,
     Service,
     acting_person,
     run_command,

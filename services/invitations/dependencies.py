@@ -10,23 +10,17 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventkit.http.auth import Principal, require_permission
 from eventkit.http.idempotency import fingerprint_request
 from eventkit.http.problems import FORBIDDEN, Problem
 from eventkit.store import Transaction
-from services.invitations.access import PURPOSE_PATTERN
 from services.invitations.consistency import BadPosition, wait_until_seen, wanted_position
 from services.invitations.problems import invalid_field, problem_for
 from services.invitations.runtime import InvitationsService
 
-Purpose = Annotated[
-    str | None,
-    Header(alias="X-Purpose", pattern=PURPOSE_PATTERN,
-           description="Why the invitee's data is read, e.g. support_ticket; recorded."),
-]
 ManageInvitations = Annotated[Principal, Depends(require_permission("manage_invitations"))]
 KeyReader = Annotated[Principal, Depends(require_permission("read_personal_data_keys"))]
 Answer = tuple[int, dict[str, Any], dict[str, str]]

@@ -11,13 +11,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 
+from eventkit.http.purpose import Purpose
 from eventkit.store import Transaction
 from services.invitations.access import record_viewed
 from services.invitations.consistency import MinPosition, MinPositionHeader, answer
 from services.invitations.dependencies import (
     Answer,
     ManageInvitations,
-    Purpose,
     Service,
     acting_person,
     run_command,
